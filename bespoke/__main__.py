@@ -1,0 +1,3 @@
+from bespoke.cli import main
+
+main()
