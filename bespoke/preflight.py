@@ -1,0 +1,238 @@
+"""Preflight: the workspace, caches, disk headroom, GPUs and libraries, as findings.
+
+Each check returns findings (severity, what was found, the fix); one failing check never hides the
+others. Nothing here needs torch: GPU and library checks import it lazily and report its absence.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ERROR, WARN, OK, INFO = "error", "warn", "ok", "info"
+
+# Every cache that ML libraries write, relative to the workspace (the notes' full root disk).
+CACHE_VARS = {
+    "HF_HOME": ".cache/huggingface",
+    "HF_HUB_CACHE": ".cache/huggingface/hub",
+    "TRANSFORMERS_CACHE": ".cache/huggingface/hub",
+    "HF_DATASETS_CACHE": ".cache/huggingface/datasets",
+    "TORCH_HOME": ".cache/torch",
+    "XDG_CACHE_HOME": ".cache",
+    "TRITON_CACHE_DIR": ".cache/triton",
+}
+
+GB = 1e9
+BASE_MODEL_BYTES = 6_938_078_334  # sd_xl_base_1.0.safetensors
+LORA_BYTES_DIM128_FP32 = 1.82 * GB  # measured: dim 128, text-encoder LoRA included, fp32
+PNG_BYTES_1024 = 40_000  # a nearest-upscaled 24x24 portrait at 1024x1024, generous
+MARGIN = 0.10
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    check: str
+    message: str
+    fix: str = ""
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.severity == ERROR for f in findings)
+
+
+# --- workspace and caches ------------------------------------------------------------------------
+
+def check_workspace(ws: Path, root: Path = Path("/")) -> list[Finding]:
+    ws = Path(ws)
+    if not ws.is_dir():
+        return [Finding(ERROR, "workspace", f"{ws} does not exist",
+                        "mount a volume there (docker run -v DIR:/workspace) or pass --workspace DIR")]
+    try:
+        with tempfile.NamedTemporaryFile(dir=ws, prefix=".bespoke-write-test"):
+            pass
+    except OSError as e:
+        return [Finding(ERROR, "workspace", f"{ws} is not writable ({e.strerror})",
+                        "mount it read-write, or run the container as a user that owns it")]
+    out = [Finding(OK, "workspace", f"{ws} is writable")]
+    if ws.stat().st_dev == Path(root).stat().st_dev:
+        out.append(Finding(WARN, "workspace", f"{ws} is on the same filesystem as / (not a volume)",
+                           "outputs vanish with the container: mount a volume at /workspace"))
+    return out
+
+
+def cache_env(workspace: Path, environ: dict | None = None) -> dict[str, str]:
+    """Cache variables under the workspace, keeping any the user set."""
+    environ = os.environ if environ is None else environ
+    ws = Path(workspace)
+    return {var: environ.get(var) or str(ws / sub) for var, sub in CACHE_VARS.items()}
+
+
+def apply_cache_env(workspace: Path, environ: dict | None = None) -> list[Finding]:
+    """Set every cache under the workspace in `environ` (os.environ by default) and report strays."""
+    environ = os.environ if environ is None else environ
+    ws = Path(workspace).resolve()
+    findings = []
+    for var, value in cache_env(ws, environ).items():
+        environ[var] = value
+        p = Path(value).resolve()
+        if ws not in p.parents and p != ws:
+            findings.append(Finding(WARN, "caches", f"{var}={value} is outside the workspace",
+                                    f"unset {var} so bespoke keeps it under {ws} (a full root disk killed the notes' run)"))
+    if not findings:
+        findings.append(Finding(OK, "caches", f"all caches under {ws / '.cache'}"))
+    return findings
+
+
+# --- disk ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DiskTerm:
+    name: str
+    bytes: float
+    path: Path
+
+
+def disk_terms(
+    *, ws: Path, hub_cache: Path, images: int, resolution: tuple[int, int], epochs: int, save_every: int,
+    dim: int, save_precision: str | None, model_cached: bool,
+) -> list[DiskTerm]:
+    ws = Path(ws)
+    out = ws / "output"
+    saves = max(1, epochs // max(1, save_every))
+    lora = LORA_BYTES_DIM128_FP32 * dim / 128 * (0.5 if save_precision in ("fp16", "bf16") else 1.0)
+    lora_fp32 = LORA_BYTES_DIM128_FP32 * dim / 128
+    latent = resolution[0] // 8 * resolution[1] // 8 * 4 * 4 + 1024  # fp32 4-channel latent in an .npz
+    png = PNG_BYTES_1024 * resolution[0] * resolution[1] / 1024**2
+    terms = []
+    if not model_cached:
+        terms.append(DiskTerm("base model download", BASE_MODEL_BYTES, Path(hub_cache)))
+    terms += [
+        DiskTerm(f"prepared images + latents ({images})", images * (png + latent), ws / "training_data"),
+        DiskTerm(f"LoRA files ({saves} x {lora / GB:.2f} GB)", saves * lora, out),
+        # weights in fp32 plus AdamW8bit's two 8-bit moments; the new state is written before the old goes
+        DiskTerm("training state (2 x weights + optimizer)", 2 * 1.5 * lora_fp32, out),
+    ]
+    return terms
+
+
+def _existing(p: Path) -> Path:
+    p = Path(p)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_disk(terms: list[DiskTerm], free: Callable[[Path], int] | None = None) -> list[Finding]:
+    """One line per term; an error per filesystem whose need (+10%) exceeds its free space."""
+    free = free or (lambda p: shutil.disk_usage(p).free)
+    findings = [Finding(INFO, "disk", f"{t.name}: {t.bytes / GB:.2f} GB in {t.path}") for t in terms]
+    by_fs: dict[int, list[DiskTerm]] = {}
+    for t in terms:
+        by_fs.setdefault(_existing(t.path).stat().st_dev, []).append(t)
+    for group in by_fs.values():
+        where = _existing(group[0].path)
+        need = sum(t.bytes for t in group) * (1 + MARGIN)
+        have = free(where)
+        line = f"need {need / GB:.1f} GB (with {MARGIN:.0%} margin) on the filesystem of {where}, {have / GB:.1f} GB free"
+        if need > have:
+            findings.append(Finding(ERROR, "disk", line,
+                                    f"free {(need - have) / GB:.1f} GB, use a bigger volume, or --set save_precision=bf16 "
+                                    "to halve the LoRA files"))
+        else:
+            findings.append(Finding(OK, "disk", line))
+    return findings
+
+
+# --- GPU and libraries ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    memory_gb: float
+    capability: tuple[int, int]
+
+
+def gpus() -> list[Gpu] | None:
+    """The visible CUDA GPUs, or None when torch is not installed."""
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return []
+    out = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        out.append(Gpu(i, p.name, p.total_memory / 2**30, (p.major, p.minor)))
+    return out
+
+
+def check_gpus(found: list[Gpu] | None, arch_list: list[str] | None = None) -> list[Finding]:
+    if found is None:
+        return [Finding(WARN, "gpu", "torch not installed",
+                        "use the bespoke image, or `make kohya-env` for a local environment")]
+    if not found:
+        return [Finding(WARN, "gpu", "no CUDA GPU visible",
+                        "run on a GPU pod (docker run --gpus all); only `bespoke smoke-test` trains on CPU")]
+    if arch_list is None:
+        import torch
+
+        arch_list = torch.cuda.get_arch_list()
+    out = [Finding(OK, "gpu", f"{len(found)} GPU(s): " + ", ".join(f"{g.name} {g.memory_gb:.0f} GiB" for g in found))]
+    for g in found:
+        sm = f"sm_{g.capability[0]}{g.capability[1]}"
+        if g.capability < (8, 0):
+            out.append(Finding(ERROR, "gpu", f"GPU {g.index} ({g.name}, {sm}) has no bf16",
+                               "use an Ampere or newer GPU, or --set mixed_precision=fp16"))
+        if not runs_on(g.capability, arch_list):
+            out.append(Finding(ERROR, "gpu", f"this torch was built for {', '.join(arch_list)}, not {g.name} ({sm})",
+                               "use the bespoke image (torch built for CUDA 12.8, which covers Blackwell)"))
+    return out
+
+
+def runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether kernels built for `arch_list` run on a GPU: an sm_XY binary runs on the same major
+    with a minor >= Y; compute_XY (PTX) is JIT-compiled for any newer GPU."""
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, num = arch.partition("_")
+        n = int(num.rstrip("af"))
+        if kind == "sm" and n // 10 == major and n % 10 <= minor:
+            return True
+        if kind == "compute" and n <= major * 10 + minor:
+            return True
+    return False
+
+
+def check_libraries(gpu_present: bool) -> list[Finding]:
+    out = []
+    try:
+        xf = importlib.import_module("xformers")
+        importlib.import_module("xformers.ops")
+        out.append(Finding(OK, "xformers", f"xformers {xf.__version__}"))
+    except Exception as e:  # noqa: BLE001 — any import failure means: fall back to SDPA
+        out.append(Finding(WARN, "xformers", f"xformers not importable ({type(e).__name__})",
+                           "training uses --sdpa instead (same math, PyTorch attention)"))
+    try:
+        bnb = importlib.import_module("bitsandbytes")
+        out.append(Finding(OK, "bitsandbytes", f"bitsandbytes {bnb.__version__}"))
+    except Exception as e:  # noqa: BLE001
+        out.append(Finding(ERROR if gpu_present else WARN, "bitsandbytes",
+                           f"bitsandbytes not importable ({type(e).__name__}: {e})"[:200],
+                           "AdamW8bit needs it: pip install -r requirements/sd-scripts.txt"))
+    return out
+
+
+def xformers_available() -> bool:
+    try:
+        importlib.import_module("xformers.ops")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
