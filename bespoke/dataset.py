@@ -319,7 +319,7 @@ def _audit_tokens(ds: Dataset, tok_dir: Path) -> None:
     except Exception as e:  # the audit is advice; never block training on it
         ds.warnings.append(f"could not count caption tokens ({e}); the token audit was skipped")
         return
-    for it, n in zip(ds.items, counts):
+    for it, n in zip(ds.items, counts, strict=True):
         it.tokens = n
     long = sorted((it for it in ds.items if it.tokens > tokens.MAX_TOKENS), key=lambda i: -i.tokens)
     if long:

@@ -36,7 +36,7 @@ HAIR_STYLES = ["short", "long", "mohawk", "curly"]
 
 
 def _hex(rgb) -> str:
-    return "#%02x%02x%02x" % rgb
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _portrait(rng: random.Random):

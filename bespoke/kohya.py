@@ -1,0 +1,239 @@
+"""kohya sd-scripts: find it at the pinned commit, build the accelerate launch, run and follow it.
+
+sd-scripts runs unmodified. Every process start goes through bespoke.proc.spawn.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from bespoke import proc
+from bespoke.errors import BespokeError
+from bespoke.preflight import ERROR, OK, WARN, Finding
+from bespoke.progress import Follower
+
+ENV_DIR = "SD_SCRIPTS_DIR"
+DEFAULT_DIR = "/opt/sd-scripts"
+COMMIT_FILE = ".bespoke-commit"
+UPSTREAM = "https://github.com/kohya-ss/sd-scripts"
+
+
+def pinned_commit() -> str:
+    return resources.files("bespoke").joinpath("SD_SCRIPTS_COMMIT").read_text().strip()
+
+
+@dataclass(frozen=True)
+class SdScripts:
+    path: Path
+    commit: str | None
+
+    @property
+    def script(self) -> Path:
+        return self.path / "sdxl_train_network.py"
+
+
+def locate(environ: dict | None = None) -> SdScripts:
+    environ = os.environ if environ is None else environ
+    path = Path(environ.get(ENV_DIR) or DEFAULT_DIR)
+    if not (path / "sdxl_train_network.py").is_file():
+        raise BespokeError(
+            "kohya sd-scripts not found", str(path),
+            f"run `make sd-scripts` (clones {UPSTREAM} at the pinned commit) and set {ENV_DIR}, "
+            f"or use the bespoke image, which has it in {DEFAULT_DIR}",
+        )
+    return SdScripts(path, _commit_of(path))
+
+
+def _commit_of(path: Path) -> str | None:
+    if (path / ".git").exists():
+        r = proc.run(["git", "-C", str(path), "rev-parse", "HEAD"])
+        if r.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", r.stdout.strip()):
+            return r.stdout.strip()
+    f = path / COMMIT_FILE
+    return f.read_text().strip() if f.is_file() else None
+
+
+def check(environ: dict | None = None) -> list[Finding]:
+    try:
+        sd = locate(environ)
+    except BespokeError as e:
+        return [Finding(ERROR, "sd-scripts", f"{e.what} ({e.where})", e.fix or "")]
+    pin = pinned_commit()
+    if sd.commit is None:
+        return [Finding(WARN, "sd-scripts", f"{sd.path}: commit unknown (no git checkout, no {COMMIT_FILE})",
+                        f"write the commit into {sd.path / COMMIT_FILE}, or `make sd-scripts`")]
+    if sd.commit != pin:
+        return [Finding(WARN, "sd-scripts", f"{sd.path} is at {sd.commit[:12]}, bespoke pins {pin[:12]}",
+                        f"git -C {sd.path} checkout {pin}")]
+    return [Finding(OK, "sd-scripts", f"{sd.path} at the pinned commit {pin[:12]}")]
+
+
+# --- the launch command --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Machines:
+    """accelerate's multi-node settings; one machine unless told otherwise."""
+
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+
+
+def launch_argv(script: Path | str, recipe_argv: list[str], gpus: int, *, mixed_precision: str = "bf16",
+                python: str = sys.executable, machines: Machines | None = None) -> list[str]:
+    """`accelerate launch` for every visible GPU (CPU mode when there is none)."""
+    machines = machines or Machines()
+    argv = [python, "-m", "accelerate.commands.launch", "--dynamo_backend", "no"]
+    if gpus <= 0:
+        argv += ["--cpu", "--num_processes", "1"]
+    else:
+        argv += ["--num_processes", str(gpus * machines.num_machines)]
+        if gpus * machines.num_machines > 1:
+            argv.append("--multi_gpu")
+    argv += ["--num_machines", str(machines.num_machines), "--mixed_precision", mixed_precision]
+    if machines.num_machines > 1:
+        argv += ["--machine_rank", str(machines.machine_rank)]
+        if machines.main_process_ip:
+            argv += ["--main_process_ip", machines.main_process_ip]
+        if machines.main_process_port:
+            argv += ["--main_process_port", str(machines.main_process_port)]
+    return argv + [str(script), *recipe_argv]
+
+
+def shell_line(argv: list[str], env: dict[str, str] | None = None) -> str:
+    import shlex
+
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    return (prefix + " " if prefix else "") + shlex.join(argv)
+
+
+# --- known failures ------------------------------------------------------------------------------
+
+# (pattern in the log, what it means, the fix). Checked newest line first.
+KNOWN_ERRORS: tuple[tuple[re.Pattern, str, str], ...] = tuple(
+    (re.compile(p, re.I), what, fix) for p, what, fix in (
+        (r"No space left on device|Errno 28", "the disk is full",
+         "free space on the volume (bespoke check prints the disk table), or --set save_precision=bf16"),
+        (r"CUDA out of memory|OutOfMemoryError", "the GPU ran out of memory",
+         "keep gradient_checkpointing on, --set train_batch_size=1, or use a GPU with more memory"),
+        (r"No data found", "kohya found no images in train_data_dir",
+         "run `bespoke prepare`; train_data_dir must hold one <repeats>_<concept>/ folder"),
+        (r"NaN detected in latents", "the VAE produced NaN latents",
+         "--set no_half_vae=true (SDXL's VAE overflows in half precision)"),
+        (r"avr_loss=nan|loss is nan|NaN detected", "the loss became NaN",
+         "lower the learning rate (--set unet_lr=0.00005) and check the images"),
+        (r"xformers|memory_efficient_attention", "xformers is not available or does not match torch",
+         "--set xformers=false --set sdpa=true, or use the bespoke image (xformers built for its torch)"),
+        (r"bitsandbytes|libbitsandbytes|CUDA Setup failed", "bitsandbytes could not set up CUDA",
+         "use the bespoke image (bitsandbytes built for its CUDA), or --set optimizer_type=AdamW"),
+        (r"(Can't load tokenizer|couldn't connect to 'https://huggingface.co'|LocalEntryNotFoundError|"
+         r"offline mode is enabled|HF_HUB_OFFLINE)",
+         "a tokenizer or model had to be downloaded while offline",
+         "use the bespoke image (tokenizers baked in), or unset HF_HUB_OFFLINE with network access"),
+    )
+)
+
+
+def explain(lines: list[str]) -> tuple[str, str] | None:
+    """The known error behind a failed run's last lines: (what, fix), or None."""
+    for line in reversed(lines):
+        for pattern, what, fix in KNOWN_ERRORS:
+            if pattern.search(line):
+                return what, fix
+    return None
+
+
+def last_error_line(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        if re.search(r"(Error|Exception|error:)", line) and not line.startswith(" "):
+            return line.strip()[:300]
+    return None
+
+
+# --- running -------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    exit_code: int
+    interrupted_by: int | None
+    tail: list[str]
+    seconds: float
+
+
+def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follower, *, cwd: str | None = None,
+           grace: float = 60.0, spawn=None, on_line=None) -> Outcome:
+    """Run the child, tee its output to the console (through follower) and the log, forward signals.
+
+    On SIGTERM/SIGINT the signal goes to the child's process group; after `grace` seconds it is killed.
+    """
+    spawn = spawn or proc.spawn
+    start = time.time()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    child = spawn(argv, env, cwd)
+    received: list[int] = []
+    received_at: list[float] = []
+
+    def forward(signum, _frame):
+        if not received:
+            received.append(signum)
+            received_at.append(time.time())
+            follower.set(stage="interrupted", message=f"received {signal.Signals(signum).name}, stopping sd-scripts")
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    tail: list[str] = []
+    fd = child.stdout.fileno()
+    buf = b""
+
+    def emit(raw: bytes) -> None:
+        nonlocal tail
+        if raw.strip():
+            line = raw.decode("utf-8", "replace").rstrip()
+            tail = (tail + [line])[-200:]
+            follower.feed(line)
+            if on_line is not None:
+                on_line(line)
+
+    try:
+        with open(log_path, "ab") as log:
+            while True:
+                if received and time.time() - received_at[0] > grace:
+                    _kill(child)
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if not ready:
+                    if child.poll() is not None:
+                        break
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                log.write(chunk)
+                log.flush()
+                *parts, buf = re.split(rb"[\r\n]", buf + chunk)
+                for raw in parts:
+                    emit(raw)
+            emit(buf)
+        code = child.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return Outcome(code, received[0] if received else None, tail, time.time() - start)
+
+
+def _kill(child) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,307 @@
+"""Pixel-art scoring and sprite recovery on a known grid: pure numpy + Pillow.
+
+`pixelate` recovers the true grid x grid sprite of a render; `score` judges whether the render is
+pixel art at all. Both assume the grid is known (24 for this appliance) and infer the cell geometry
+from the image size: a 1024 px render on a 24 grid has non-integer 42.67 px cells.
+
+Every threshold below was set on synthetic cases built from demo sprites (tests/test_pixelart.py
+lists them) and is documented in docs/evaluation.md. Colours are 0-255 per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bespoke.errors import BespokeError
+
+GRID = 24
+INNER = 0.6  # the centre share of a cell sampled for its colour: keeps clear of soft cell edges
+MAX_SAMPLES = 11  # per cell side; odd so the median is one real sample, not an average of two
+
+MISMATCH_TOL = 24  # a pixel further than this (any channel) from the upscaled sprite is a mismatch
+PURITY_TOL = 16  # an inner pixel within this of its cell's median is pure
+EDGE_STEP = 20  # an edge is a step of at least this between the 4 px means either side of it
+EDGE_SPAN = 4  # px averaged each side of a candidate edge: steady under noise, JPEG and VAE softening
+EDGE_ROWS = 4  # px averaged along an edge, for the same reason
+BAND = 2.0  # px either side of an expected cell line that still counts as "on the grid"
+
+MISMATCH_MAX = 0.30  # verdict: at most this share of mismatching pixels
+PURITY_MIN = 0.75  # verdict: at least this share of pure inner pixels
+BOUNDARY_MIN = 0.60  # verdict: at least this share of edge strength on the grid (chance is ~0.11)
+PERIOD_TOL = 0.08  # verdict: the measured grid period within 8% of width / grid
+
+PALETTE_P95_MAX = 12.0  # palette: 95th percentile CIELAB distance of sprite colours to the training palette
+COLOUR_MERGE = 8.0  # CIELAB distance under which two sprite colours count as one when counting
+MIN_CELL = 8  # px; smaller cells leave no inner area or edge band to measure
+
+
+@dataclass(frozen=True)
+class Palette:
+    """The colours of a training set and the range of colour counts of its sprites."""
+
+    colours: np.ndarray  # (n, 3) uint8
+    count_range: tuple[int, int]
+    source: str = ""
+
+    @property
+    def lab(self) -> np.ndarray:
+        return srgb_to_lab(self.colours)
+
+
+@dataclass
+class Score:
+    pixel_art: bool
+    score: float  # 0-1; 0.5 per component sits on its threshold
+    mismatch: float
+    purity: float
+    boundary: float
+    grid_period: float  # px, measured; width / grid when the grid is right
+    period_ok: bool
+    colours: int
+    palette_p95: float | None = None
+    palette_ok: bool | None = None
+    reasons: list[str] = field(default_factory=list)  # why it is not pixel art / off palette
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as an (h, w, 3) uint8 array; a BespokeError if it is not an image."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise BespokeError("not a readable image", str(path), "pass PNG or JPEG files") from e
+
+
+def _crop(rgb: np.ndarray, grid: int, margin: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if margin < 0 or 2 * margin >= min(h, w):
+        raise BespokeError(f"margin {margin} px does not fit a {w}x{h} image", None, "pass a smaller --margin")
+    if margin:
+        rgb = rgb[margin : h - margin, margin : w - margin]
+    if min(rgb.shape[:2]) < grid:
+        raise BespokeError(f"a {w}x{h} image is smaller than the {grid} grid", None, "check --grid")
+    return rgb
+
+
+def _sample_positions(length: int, grid: int) -> np.ndarray:
+    """Pixel indices sampling the inner INNER share of every cell along one axis: (grid, k)."""
+    cell = length / grid
+    k = max(1, min(MAX_SAMPLES, int(round(INNER * cell))))
+    k -= 1 - k % 2  # odd
+    offsets = (1 - INNER) / 2 + INNER * (np.arange(k) + 0.5) / k
+    pos = (np.arange(grid)[:, None] + offsets[None, :]) * cell
+    return np.clip(pos.astype(np.int64), 0, length - 1)
+
+
+def _cell_samples(rgb: np.ndarray, grid: int) -> np.ndarray:
+    """(grid, grid, k*k, 3) inner samples of every cell."""
+    ys, xs = _sample_positions(rgb.shape[0], grid), _sample_positions(rgb.shape[1], grid)
+    block = rgb[ys.reshape(-1)[:, None], xs.reshape(-1)[None, :]]  # (grid*ky, grid*kx, 3)
+    block = block.reshape(grid, ys.shape[1], grid, xs.shape[1], 3).transpose(0, 2, 1, 3, 4)
+    return block.reshape(grid, grid, -1, 3)
+
+
+def _median(samples: np.ndarray) -> np.ndarray:
+    mid = samples.shape[2] // 2
+    return np.partition(samples, mid, axis=2)[:, :, mid]
+
+
+def pixelate(rgb: np.ndarray, grid: int = GRID, palette: Palette | None = None, margin: int = 0) -> np.ndarray:
+    """The grid x grid sprite of a render: the median colour of each cell's centre, snapped to the palette."""
+    rgb = _crop(rgb, grid, margin)
+    if rgb.shape[:2] == (grid, grid):
+        sprite = rgb.copy()
+    else:
+        sprite = _median(_cell_samples(rgb, grid))
+    return snap(sprite, palette) if palette is not None else sprite
+
+
+def snap(sprite: np.ndarray, palette: Palette) -> np.ndarray:
+    """Each colour replaced by the nearest palette colour in CIELAB; no dithering, unlike Image.quantize."""
+    nearest = _lab_distances(sprite.reshape(-1, 3), palette.lab).argmin(axis=1)
+    return palette.colours[nearest].reshape(sprite.shape)
+
+
+def enlarge(sprite: np.ndarray, scale: int) -> Image.Image:
+    img = Image.fromarray(sprite)
+    return img if scale == 1 else img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (uint8, ..., 3) to CIELAB (D65)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    lin = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def _lab_distances(rgb: np.ndarray, lab_palette: np.ndarray) -> np.ndarray:
+    lab = srgb_to_lab(rgb)
+    return np.linalg.norm(lab[:, None, :] - lab_palette[None, :, :], axis=2)
+
+
+def count_colours(sprite: np.ndarray) -> int:
+    """Distinct colours, merging those closer than COLOUR_MERGE in CIELAB, most frequent first.
+
+    The loop runs over distinct colours (at most grid*grid), never over pixels.
+    """
+    colours, counts = np.unique(sprite.reshape(-1, 3), axis=0, return_counts=True)
+    lab = srgb_to_lab(colours[np.argsort(-counts, kind="stable")])
+    leaders: list[np.ndarray] = []
+    for c in lab:
+        if not leaders or np.linalg.norm(np.asarray(leaders) - c, axis=1).min() >= COLOUR_MERGE:
+            leaders.append(c)
+    return len(leaders)
+
+
+def _edges(rgb: np.ndarray) -> np.ndarray:
+    """Strength of steps along axis 1, at their local maxima (0 elsewhere): (h // EDGE_ROWS, w).
+
+    Rows are averaged EDGE_ROWS at a time and each side of a step is a EDGE_SPAN px mean, so noise
+    and JPEG ringing stay under EDGE_STEP while a softened cell edge still peaks on its line.
+    """
+    h = rgb.shape[0] - rgb.shape[0] % EDGE_ROWS
+    rows = rgb[:h].reshape(h // EDGE_ROWS, EDGE_ROWS, -1, 3).mean(axis=1, dtype=np.float32)
+    csum = np.concatenate([np.zeros_like(rows[:, :1]), np.cumsum(rows, axis=1)], axis=1)
+    s = EDGE_SPAN
+    # step at x: mean of columns [x, x+s) minus mean of [x-s, x), for x in [s, w-s]
+    step = np.abs(csum[:, 2 * s :] - 2 * csum[:, s:-s] + csum[:, : -2 * s]).max(axis=2) / s
+    peak = np.zeros_like(step, dtype=bool)
+    peak[:, 1:-1] = (step[:, 1:-1] >= step[:, :-2]) & (step[:, 1:-1] > step[:, 2:])
+    strength = np.where(peak & (step >= EDGE_STEP), step, 0.0)
+    out = np.zeros((strength.shape[0], rgb.shape[1]), dtype=np.float32)
+    out[:, s : s + strength.shape[1]] = strength
+    return out
+
+
+def _on_grid(length: int, grid: int) -> np.ndarray:
+    x = np.arange(length)
+    cell = length / grid
+    line = np.clip(np.round(x / cell), 1, grid - 1) * cell  # nearest interior cell line
+    return np.abs(x - line) <= BAND
+
+
+def _period(profile: np.ndarray, cell: float) -> float:
+    """The fundamental period (px) of an edge profile, from its autocorrelation.
+
+    For each candidate period T the autocorrelation is averaged over T, 2T, 3T...; the smallest T
+    within 80% of the best wins, so a 48 grid (period cell/2) is not mistaken for its multiple.
+    """
+    n = len(profile)
+    p = np.convolve(profile, np.array([1, 2, 3, 2, 1], dtype=np.float64), mode="same")  # line jitter
+    p = p - p.mean()
+    if not np.any(p):
+        return 0.0
+    spec = np.fft.rfft(p, 2 * n)
+    ac = np.fft.irfft(spec * np.conj(spec))[:n] / np.maximum(n - np.arange(n), 1)
+    ac = ac / (ac[0] or 1.0)
+    periods = np.arange(max(4.0, cell / 4), min(2.2 * cell, n / 3), 0.25)
+    if len(periods) == 0:
+        return 0.0
+    harmonics = np.arange(1, int(n / 2 / periods[0]) + 1)
+    lags = periods[:, None] * harmonics[None, :]
+    valid = lags <= n / 2
+    values = np.interp(np.where(valid, lags, 0), np.arange(n), ac)
+    strength = (values * valid).sum(axis=1) / valid.sum(axis=1)
+    best = strength.max()
+    if best <= 0:
+        return 0.0
+    return float(periods[np.argmax(strength >= 0.8 * best)])
+
+
+def _unit(value: float, good: float, threshold: float) -> float:
+    """Map a component to 0-1: `good` gives 1, `threshold` gives 0.5."""
+    return float(np.clip(1 - 0.5 * (good - value) / (good - threshold), 0.0, 1.0))
+
+
+def score(
+    rgb: np.ndarray, grid: int = GRID, palette: Palette | None = None, margin: int = 0
+) -> tuple[Score, np.ndarray]:
+    """Judge a render on a grid x grid grid; returns the score and the recovered (unsnapped) sprite."""
+    rgb = _crop(rgb, grid, margin)
+    h, w = rgb.shape[:2]
+    if min(h, w) / grid < MIN_CELL:
+        raise BespokeError(
+            f"a {w}x{h} image has cells under {MIN_CELL} px on a {grid} grid, too small to score",
+            None, "score the full-size render; a sprite is already pixel art by construction",
+        )
+    samples = _cell_samples(rgb, grid)
+    sprite = _median(samples)
+    purity = float((np.abs(samples.astype(np.int16) - sprite[:, :, None]).max(axis=3) <= PURITY_TOL).mean())
+
+    iy = np.minimum((np.arange(h) * grid) // h, grid - 1)
+    ix = np.minimum((np.arange(w) * grid) // w, grid - 1)
+    recon = sprite[iy[:, None], ix[None, :]]
+    mismatch = float((np.abs(rgb.astype(np.int16) - recon).max(axis=2) > MISMATCH_TOL).mean())
+
+    across = _edges(rgb)  # vertical edges, found along x
+    down = _edges(rgb.transpose(1, 0, 2))  # horizontal edges, found along y
+    total = float(across.sum() + down.sum())
+    on = float(across[:, _on_grid(w, grid)].sum() + down[:, _on_grid(h, grid)].sum())
+    boundary = on / total if total else 0.0
+    periods = [_period(across.sum(axis=0), w / grid), _period(down.sum(axis=0), h / grid)]
+    period = float(np.mean(periods))
+    period_ok = all(abs(p / c - 1) <= PERIOD_TOL for p, c in zip(periods, (w / grid, h / grid), strict=True))
+
+    reasons = []
+    if mismatch > MISMATCH_MAX:
+        reasons.append(f"mismatch {mismatch:.2f} > {MISMATCH_MAX}")
+    if purity < PURITY_MIN:
+        reasons.append(f"purity {purity:.2f} < {PURITY_MIN}")
+    if boundary < BOUNDARY_MIN:
+        reasons.append(f"boundary {boundary:.2f} < {BOUNDARY_MIN}")
+    if not period_ok:
+        reasons.append(f"grid period {period:.1f} px, expected {w / grid:.1f}")
+    units = [
+        _unit(mismatch, 0.0, MISMATCH_MAX),
+        _unit(purity, 1.0, PURITY_MIN),
+        _unit(boundary, 1.0, BOUNDARY_MIN),
+        _unit(max(abs(p / c - 1) for p, c in zip(periods, (w / grid, h / grid), strict=True)), 0.0, PERIOD_TOL),
+    ]
+    result = Score(
+        pixel_art=not reasons, score=0.0, mismatch=mismatch, purity=purity, boundary=boundary,
+        grid_period=period, period_ok=period_ok, colours=count_colours(sprite), reasons=reasons,
+    )
+    if palette is not None:
+        result.palette_p95 = float(np.percentile(_lab_distances(sprite.reshape(-1, 3), palette.lab).min(axis=1), 95))
+        lo, hi = palette.count_range
+        result.palette_ok = result.palette_p95 <= PALETTE_P95_MAX and lo <= result.colours <= hi
+        if result.palette_p95 > PALETTE_P95_MAX:
+            result.reasons.append(f"off palette: p95 distance {result.palette_p95:.1f} > {PALETTE_P95_MAX}")
+        if not lo <= result.colours <= hi:
+            result.reasons.append(f"{result.colours} colours, training range {lo}-{hi}")
+        units.append(_unit(result.palette_p95, 0.0, PALETTE_P95_MAX))
+    result.score = float(np.mean(units))
+    return result, sprite
+
+
+def load_palette(folder: Path, grid: int = GRID) -> Palette:
+    """The palette of a training set: every colour of every sprite, and their colour-count range.
+
+    Sprites are read directly when they are grid x grid, else recovered with `pixelate`; the allowed
+    count range is half the smallest to twice the largest, since samples need not match exactly.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
+    if not files:
+        raise BespokeError("no training images to take a palette from", str(folder), "pass the dataset folder")
+    colours, counts = [], []
+    for path in files:
+        rgb = load_rgb(path)
+        sprite = rgb if rgb.shape[:2] == (grid, grid) else pixelate(rgb, grid)
+        colours.append(np.unique(sprite.reshape(-1, 3), axis=0))
+        counts.append(count_colours(sprite))
+    return Palette(
+        colours=np.unique(np.concatenate(colours), axis=0),
+        count_range=(max(1, min(counts) // 2), 2 * max(counts)),
+        source=str(folder),
+    )

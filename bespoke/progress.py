@@ -1,0 +1,182 @@
+"""Following sd-scripts: parse its tqdm and log lines, show progress, write status.json atomically."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bespoke.fsutil import atomic_write_json
+
+# tqdm: "steps:  10%|█         | 1015/10150 [25:14<3:47:20,  1.49s/it, avr_loss=0.0812]"
+_TQDM = re.compile(
+    r"steps:\s*\d+%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+),\s*"
+    r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?:,\s*(?P<post>[^\]]*))?\]"
+)
+_LOSS = re.compile(r"avr_loss=(?P<loss>[-+\w.]+)")
+_EPOCH = re.compile(r"^\s*epoch (?P<epoch>\d+)/(?P<epochs>\d+)\s*$")
+_STAGES = (
+    ("caching latents", "caching latents"),
+    ("generating sample images", "sampling"),
+    ("saving checkpoint:", "saving"),
+)
+
+
+@dataclass
+class Tick:
+    step: int
+    total: int
+    seconds_per_step: float | None
+    eta: str
+    loss: float | None
+
+
+def parse_tqdm(line: str) -> Tick | None:
+    m = _TQDM.search(line)
+    if not m:
+        return None
+    rate = m["rate"]
+    sps = None
+    if rate != "?":
+        r = float(rate)
+        sps = r if m["unit"] == "s/it" else (1 / r if r else None)
+    loss = None
+    if m["post"] and (lm := _LOSS.search(m["post"])):
+        try:
+            loss = float(lm["loss"])
+        except ValueError:
+            loss = None
+    return Tick(int(m["step"]), int(m["total"]), sps, m["eta"], loss)
+
+
+def parse_epoch(line: str) -> tuple[int, int] | None:
+    m = _EPOCH.match(line)
+    return (int(m["epoch"]), int(m["epochs"])) if m else None
+
+
+def parse_stage(line: str) -> str | None:
+    low = line.lower()
+    for needle, stage in _STAGES:
+        if needle in low:
+            return stage
+    return None
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+@dataclass
+class Status:
+    """What status.json says. step/total are for the whole run, also after a resume."""
+
+    stage: str = "preflight"
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    seconds_per_step: float | None = None
+    eta: str | None = None
+    last_error: str | None = None
+    message: str | None = None
+    log: str | None = None
+    output_name: str | None = None
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    alarms: list[str] = field(default_factory=list)
+
+
+class Follower:
+    """Turns child output lines into status updates, a progress display and a loss history."""
+
+    def __init__(self, status_path: Path, loss_path: Path | None, status: Status, *, step_offset: int = 0,
+                 tty: bool | None = None, out=None, plain_every: float = 30.0):
+        self.path = Path(status_path)
+        self.loss_path = loss_path
+        self.status = status
+        self.step_offset = step_offset
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty() if tty is None else tty
+        self.plain_every = plain_every
+        self._last_write = 0.0
+        self._last_plain = 0.0
+        self._last_step = -1
+        self._bar_shown = False
+        self.write(force=True)
+
+    def write(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self._last_write >= 1.0:
+            self.status.updated_at = now
+            atomic_write_json(self.path, asdict(self.status))
+            self._last_write = now
+
+    def set(self, force: bool = True, **fields) -> None:
+        for k, v in fields.items():
+            setattr(self.status, k, v)
+        self.write(force=force)
+
+    def feed(self, line: str) -> None:
+        """One line of child output (tqdm updates arrive as separate '\\r' segments)."""
+        tick = parse_tqdm(line)
+        if tick is not None:
+            self._on_tick(tick)
+            return
+        self._clear_bar()
+        print(line, file=self.out, flush=True)
+        if (ep := parse_epoch(line)) is not None:
+            self.set(epoch=ep[0], epochs=ep[1], stage="training")
+        elif (stage := parse_stage(line)) is not None:
+            self.set(stage=stage)
+
+    def _on_tick(self, t: Tick) -> None:
+        s = self.status
+        s.step = self.step_offset + t.step
+        s.total = max(s.total, self.step_offset + t.total)
+        s.loss = t.loss if t.loss is not None else s.loss
+        s.seconds_per_step = t.seconds_per_step
+        s.eta = fmt_seconds(t.seconds_per_step * (s.total - s.step)) if t.seconds_per_step else t.eta
+        if s.stage not in ("sampling", "saving") or t.step != self._last_step:
+            s.stage = "training"
+        if self.loss_path is not None and t.step != self._last_step and t.loss is not None:
+            with open(self.loss_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": s.step, "epoch": s.epoch, "loss": t.loss}) + "\n")
+        self._last_step = t.step
+        self.write()
+        self._show(s)
+
+    def line(self) -> str:
+        s = self.status
+        loss = f"{s.loss:.4f}" if s.loss is not None else "?"
+        sps = f"{s.seconds_per_step:.2f} s/step" if s.seconds_per_step else "? s/step"
+        pct = 100 * s.step / s.total if s.total else 0
+        return (f"epoch {s.epoch}/{s.epochs}  step {s.step}/{s.total} ({pct:.0f}%)  loss {loss}  {sps}  "
+                f"ETA {s.eta or '?'}")
+
+    def _show(self, s: Status) -> None:
+        if self.tty:
+            self.out.write("\r\033[K" + self.line())
+            self.out.flush()
+            self._bar_shown = True
+        elif time.time() - self._last_plain >= self.plain_every or s.step == s.total:
+            print(self.line(), file=self.out, flush=True)
+            self._last_plain = time.time()
+
+    def _clear_bar(self) -> None:
+        if self._bar_shown:
+            self.out.write("\r\033[K")
+            self._bar_shown = False
+
+
+def read_status(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
