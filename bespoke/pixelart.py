@@ -26,11 +26,11 @@ MISMATCH_TOL = 24  # a pixel further than this (any channel) from the upscaled s
 PURITY_TOL = 16  # an inner pixel within this of its cell's median is pure
 EDGE_STEP = 20  # an edge is a step of at least this between the 4 px means either side of it
 EDGE_SPAN = 4  # px averaged each side of a candidate edge: steady under noise, JPEG and VAE softening
-EDGE_ROWS = 4  # px averaged along an edge, for the same reason
+EDGE_ROWS = 8  # px averaged along an edge, for the same reason
 BAND = 2.0  # px either side of an expected cell line that still counts as "on the grid"
 
-MISMATCH_MAX = 0.30  # verdict: at most this share of mismatching pixels
-PURITY_MIN = 0.75  # verdict: at least this share of pure inner pixels
+MISMATCH_MAX = 0.15  # verdict: at most this share of mismatching pixels in cells next to a colour change
+PURITY_MIN = 0.65  # verdict: at least this share of pure inner pixels
 BOUNDARY_MIN = 0.60  # verdict: at least this share of edge strength on the grid (chance is ~0.11)
 PERIOD_TOL = 0.08  # verdict: the measured grid period within 8% of width / grid
 
@@ -55,7 +55,7 @@ class Palette:
 @dataclass
 class Score:
     pixel_art: bool
-    score: float  # 0-1; 0.5 per component sits on its threshold
+    score: float  # 0-1, >= 0.5 exactly when pixel_art; the palette is judged apart (palette_ok)
     mismatch: float
     purity: float
     boundary: float
@@ -163,23 +163,40 @@ def count_colours(sprite: np.ndarray) -> int:
     return len(leaders)
 
 
-def _edges(rgb: np.ndarray) -> np.ndarray:
-    """Strength of steps along axis 1, at their local maxima (0 elsewhere): (h // EDGE_ROWS, w).
+def _busy_cells(sprite: np.ndarray) -> np.ndarray:
+    """uint8 mask of the cells that border a different colour (4-neighbours, > MISMATCH_TOL).
 
-    Rows are averaged EDGE_ROWS at a time and each side of a step is a EDGE_SPAN px mean, so noise
-    and JPEG ringing stay under EDGE_STEP while a softened cell edge still peaks on its line.
+    Mismatch is counted in these cells only: a flat cell cannot show blur, and counting the flat
+    background would make a simple sprite look sharper than a busy one under the same blur.
     """
-    h = rgb.shape[0] - rgb.shape[0] % EDGE_ROWS
-    rows = rgb[:h].reshape(h // EDGE_ROWS, EDGE_ROWS, -1, 3).mean(axis=1, dtype=np.float32)
-    csum = np.concatenate([np.zeros_like(rows[:, :1]), np.cumsum(rows, axis=1)], axis=1)
+    s = sprite.astype(np.int16)
+    dx = np.abs(s[:, 1:] - s[:, :-1]).max(axis=2) > MISMATCH_TOL
+    dy = np.abs(s[1:] - s[:-1]).max(axis=2) > MISMATCH_TOL
+    busy = np.zeros(sprite.shape[:2], dtype=bool)
+    busy[:, 1:] |= dx
+    busy[:, :-1] |= dx
+    busy[1:] |= dy
+    busy[:-1] |= dy
+    return busy.astype(np.uint8)
+
+
+def _edges(blocks: np.ndarray) -> np.ndarray:
+    """Strength of the steps along axis 1 of (n, length, 3) uint8, at their local maxima, else 0.
+
+    The caller has averaged EDGE_ROWS px along the edge direction, and each side of a step here is
+    an EDGE_SPAN px mean: noise and JPEG ringing stay under EDGE_STEP, while a softened cell edge
+    still peaks on its line.
+    """
+    f = blocks.astype(np.float32)
+    csum = np.concatenate([np.zeros_like(f[:, :1]), np.cumsum(f, axis=1)], axis=1)
     s = EDGE_SPAN
-    # step at x: mean of columns [x, x+s) minus mean of [x-s, x), for x in [s, w-s]
-    step = np.abs(csum[:, 2 * s :] - 2 * csum[:, s:-s] + csum[:, : -2 * s]).max(axis=2) / s
+    # step at x (the boundary between columns x-1 and x): mean of [x, x+s) minus mean of [x-s, x)
+    diff = np.abs(csum[:, 2 * s :] - 2 * csum[:, s:-s] + csum[:, : -2 * s])
+    step = np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2]) / s
     peak = np.zeros_like(step, dtype=bool)
     peak[:, 1:-1] = (step[:, 1:-1] >= step[:, :-2]) & (step[:, 1:-1] > step[:, 2:])
-    strength = np.where(peak & (step >= EDGE_STEP), step, 0.0)
-    out = np.zeros((strength.shape[0], rgb.shape[1]), dtype=np.float32)
-    out[:, s : s + strength.shape[1]] = strength
+    out = np.zeros(blocks.shape[:2], dtype=np.float32)
+    out[:, s : s + step.shape[1]] = np.where(peak & (step >= EDGE_STEP), step, 0.0)
     return out
 
 
@@ -190,32 +207,29 @@ def _on_grid(length: int, grid: int) -> np.ndarray:
     return np.abs(x - line) <= BAND
 
 
-def _period(profile: np.ndarray, cell: float) -> float:
-    """The fundamental period (px) of an edge profile, from its autocorrelation.
+def _period(profiles: list[np.ndarray], grid: int) -> float:
+    """The grid period, in cells, that best explains where the edges are.
 
-    For each candidate period T the autocorrelation is averaged over T, 2T, 3T...; the smallest T
-    within 80% of the best wins, so a 48 grid (period cell/2) is not mistaken for its multiple.
+    A comb of edges on the lines of a g-cell grid is phase-coherent at g cycles per image (and at
+    its harmonics), whichever lines carry edges. The coherence is measured from 0.6g to 2.5g cycles
+    per image and the lowest frequency within 80% of the best wins: 1.0 for a true grid, about 0.5
+    for a grid of twice as many cells. Both axes add up, since a cell line is g cycles in either.
     """
-    n = len(profile)
-    p = np.convolve(profile, np.array([1, 2, 3, 2, 1], dtype=np.float64), mode="same")  # line jitter
-    p = p - p.mean()
-    if not np.any(p):
+    pad = 8  # zero padding: a frequency step of 1/8 cycle per image
+    freqs = np.arange(int(0.6 * grid * pad), int(2.5 * grid * pad) + 1)
+    power = np.zeros(len(freqs))
+    total = 0.0
+    for profile in profiles:
+        spectrum = np.abs(np.fft.rfft(profile, pad * len(profile)))
+        power += spectrum[np.minimum(freqs, len(spectrum) - 1)]
+        total += float(profile.sum())
+    if total == 0:
         return 0.0
-    spec = np.fft.rfft(p, 2 * n)
-    ac = np.fft.irfft(spec * np.conj(spec))[:n] / np.maximum(n - np.arange(n), 1)
-    ac = ac / (ac[0] or 1.0)
-    periods = np.arange(max(4.0, cell / 4), min(2.2 * cell, n / 3), 0.25)
-    if len(periods) == 0:
-        return 0.0
-    harmonics = np.arange(1, int(n / 2 / periods[0]) + 1)
-    lags = periods[:, None] * harmonics[None, :]
-    valid = lags <= n / 2
-    values = np.interp(np.where(valid, lags, 0), np.arange(n), ac)
-    strength = (values * valid).sum(axis=1) / valid.sum(axis=1)
-    best = strength.max()
-    if best <= 0:
-        return 0.0
-    return float(periods[np.argmax(strength >= 0.8 * best)])
+    coherence = power / total
+    i = int(np.argmax(coherence >= 0.8 * coherence.max()))
+    while i + 1 < len(freqs) and coherence[i + 1] >= coherence[i]:  # climb to the top of that peak
+        i += 1
+    return float(grid * pad / freqs[i])
 
 
 def _unit(value: float, good: float, threshold: float) -> float:
@@ -238,19 +252,21 @@ def score(
     sprite = _median(samples)
     purity = float((np.abs(samples.astype(np.int16) - sprite[:, :, None]).max(axis=3) <= PURITY_TOL).mean())
 
-    iy = np.minimum((np.arange(h) * grid) // h, grid - 1)
-    ix = np.minimum((np.arange(w) * grid) // w, grid - 1)
-    recon = sprite[iy[:, None], ix[None, :]]
-    mismatch = float((np.abs(rgb.astype(np.int16) - recon).max(axis=2) > MISMATCH_TOL).mean())
+    image = Image.fromarray(rgb)
+    recon = np.asarray(Image.fromarray(sprite).resize((w, h), Image.Resampling.NEAREST))
+    diff = np.maximum(rgb, recon) - np.minimum(rgb, recon)  # |rgb - recon| without leaving uint8
+    bad = np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2]) > MISMATCH_TOL
+    busy = np.asarray(Image.fromarray(_busy_cells(sprite)).resize((w, h), Image.Resampling.NEAREST)) > 0
+    mismatch = float(np.count_nonzero(bad & busy) / np.count_nonzero(busy)) if busy.any() else float(bad.mean())
 
-    across = _edges(rgb)  # vertical edges, found along x
-    down = _edges(rgb.transpose(1, 0, 2))  # horizontal edges, found along y
+    across = _edges(np.asarray(image.reduce((1, EDGE_ROWS))))  # vertical edges, found along x
+    down = _edges(np.asarray(image.reduce((EDGE_ROWS, 1))).transpose(1, 0, 2))  # horizontal ones, along y
     total = float(across.sum() + down.sum())
     on = float(across[:, _on_grid(w, grid)].sum() + down[:, _on_grid(h, grid)].sum())
     boundary = on / total if total else 0.0
-    periods = [_period(across.sum(axis=0), w / grid), _period(down.sum(axis=0), h / grid)]
-    period = float(np.mean(periods))
-    period_ok = all(abs(p / c - 1) <= PERIOD_TOL for p, c in zip(periods, (w / grid, h / grid), strict=True))
+    period_cells = _period([across.sum(axis=0), down.sum(axis=0)], grid)
+    period = period_cells * w / grid
+    period_ok = abs(period_cells - 1) <= PERIOD_TOL
 
     reasons = []
     if mismatch > MISMATCH_MAX:
@@ -265,7 +281,7 @@ def score(
         _unit(mismatch, 0.0, MISMATCH_MAX),
         _unit(purity, 1.0, PURITY_MIN),
         _unit(boundary, 1.0, BOUNDARY_MIN),
-        _unit(max(abs(p / c - 1) for p, c in zip(periods, (w / grid, h / grid), strict=True)), 0.0, PERIOD_TOL),
+        _unit(abs(period_cells - 1), 0.0, PERIOD_TOL),
     ]
     result = Score(
         pixel_art=not reasons, score=0.0, mismatch=mismatch, purity=purity, boundary=boundary,
@@ -279,8 +295,8 @@ def score(
             result.reasons.append(f"off palette: p95 distance {result.palette_p95:.1f} > {PALETTE_P95_MAX}")
         if not lo <= result.colours <= hi:
             result.reasons.append(f"{result.colours} colours, training range {lo}-{hi}")
-        units.append(_unit(result.palette_p95, 0.0, PALETTE_P95_MAX))
-    result.score = float(np.mean(units))
+    # the mean of the components, halved for a failing image: score >= 0.5 exactly when pixel art
+    result.score = float(np.mean(units)) * (1.0 if result.pixel_art else 0.5)
     return result, sprite
 
 
