@@ -125,7 +125,7 @@ def pixelate(rgb: np.ndarray, grid: int = GRID, palette: Palette | None = None, 
 
 def snap(sprite: np.ndarray, palette: Palette) -> np.ndarray:
     """Each colour replaced by the nearest palette colour in CIELAB; no dithering, unlike Image.quantize."""
-    nearest = _lab_distances(sprite.reshape(-1, 3), palette.lab).argmin(axis=1)
+    nearest, _ = _nearest(sprite.reshape(-1, 3), palette)
     return palette.colours[nearest].reshape(sprite.shape)
 
 
@@ -145,8 +145,25 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def _lab_distances(rgb: np.ndarray, lab_palette: np.ndarray) -> np.ndarray:
-    lab = srgb_to_lab(rgb)
-    return np.linalg.norm(lab[:, None, :] - lab_palette[None, :, :], axis=2)
+    """(n, m) CIELAB distances from n colours to m palette colours, by |a|^2 + |b|^2 - 2ab (one matmul)."""
+    return _lab_distances_lab(srgb_to_lab(rgb), lab_palette)
+
+
+def _lab_distances_lab(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def _nearest(rgb: np.ndarray, palette: Palette) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and distance to the nearest palette colour, for (n, 3) colours; each distinct one once."""
+    colours, inverse = np.unique(rgb, axis=0, return_inverse=True)
+    d = _lab_distances(colours, palette.lab)
+    nearest = d.argmin(axis=1)
+    return nearest[inverse.reshape(-1)], d[np.arange(len(colours)), nearest][inverse.reshape(-1)]
+
+
+def _channel_max(a: np.ndarray) -> np.ndarray:
+    return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])  # faster than a.max(axis=-1) for 3
 
 
 def count_colours(sprite: np.ndarray) -> int:
@@ -156,10 +173,13 @@ def count_colours(sprite: np.ndarray) -> int:
     """
     colours, counts = np.unique(sprite.reshape(-1, 3), axis=0, return_counts=True)
     lab = srgb_to_lab(colours[np.argsort(-counts, kind="stable")])
-    leaders: list[np.ndarray] = []
-    for c in lab:
-        if not leaders or np.linalg.norm(np.asarray(leaders) - c, axis=1).min() >= COLOUR_MERGE:
-            leaders.append(c)
+    close = _lab_distances_lab(lab, lab) < COLOUR_MERGE
+    covered = np.zeros(len(lab), dtype=bool)
+    leaders = []
+    for i in range(len(lab)):
+        if not covered[i]:
+            leaders.append(i)
+            covered |= close[i]
     return len(leaders)
 
 
@@ -192,7 +212,7 @@ def _edges(blocks: np.ndarray) -> np.ndarray:
     s = EDGE_SPAN
     # step at x (the boundary between columns x-1 and x): mean of [x, x+s) minus mean of [x-s, x)
     diff = np.abs(csum[:, 2 * s :] - 2 * csum[:, s:-s] + csum[:, : -2 * s])
-    step = np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2]) / s
+    step = _channel_max(diff) / s
     peak = np.zeros_like(step, dtype=bool)
     peak[:, 1:-1] = (step[:, 1:-1] >= step[:, :-2]) & (step[:, 1:-1] > step[:, 2:])
     out = np.zeros(blocks.shape[:2], dtype=np.float32)
@@ -250,12 +270,13 @@ def score(
         )
     samples = _cell_samples(rgb, grid)
     sprite = _median(samples)
-    purity = float((np.abs(samples.astype(np.int16) - sprite[:, :, None]).max(axis=3) <= PURITY_TOL).mean())
+    centre = np.broadcast_to(sprite[:, :, None], samples.shape)
+    purity = float((_channel_max(np.maximum(samples, centre) - np.minimum(samples, centre)) <= PURITY_TOL).mean())
 
     image = Image.fromarray(rgb)
     recon = np.asarray(Image.fromarray(sprite).resize((w, h), Image.Resampling.NEAREST))
     diff = np.maximum(rgb, recon) - np.minimum(rgb, recon)  # |rgb - recon| without leaving uint8
-    bad = np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2]) > MISMATCH_TOL
+    bad = _channel_max(diff) > MISMATCH_TOL
     busy = np.asarray(Image.fromarray(_busy_cells(sprite)).resize((w, h), Image.Resampling.NEAREST)) > 0
     mismatch = float(np.count_nonzero(bad & busy) / np.count_nonzero(busy)) if busy.any() else float(bad.mean())
 
@@ -288,7 +309,7 @@ def score(
         grid_period=period, period_ok=period_ok, colours=count_colours(sprite), reasons=reasons,
     )
     if palette is not None:
-        result.palette_p95 = float(np.percentile(_lab_distances(sprite.reshape(-1, 3), palette.lab).min(axis=1), 95))
+        result.palette_p95 = float(np.percentile(_nearest(sprite.reshape(-1, 3), palette)[1], 95))
         lo, hi = palette.count_range
         result.palette_ok = result.palette_p95 <= PALETTE_P95_MAX and lo <= result.colours <= hi
         if result.palette_p95 > PALETTE_P95_MAX:
