@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import traceback
@@ -11,7 +10,7 @@ from pathlib import Path
 import click
 
 from bespoke import __version__
-from bespoke.errors import BespokeError, DataError
+from bespoke.errors import BespokeError, DataError, PreflightError
 
 DEFAULT_WORKSPACE = "/workspace"
 
@@ -72,14 +71,6 @@ def main() -> None:
         sys.exit(getattr(e, "exit_code", 1))
 
 
-def _debug_hint(f):
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        return f(*args, **kwargs)
-
-    return wrapper
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bespoke")
 def cli():
@@ -92,4 +83,287 @@ def cli():
 
 
 # --- core: check, prepare, train, run, demo-data, smoke-test -------------------------------------
-# (commands are added below by the stage modules' wiring)
+
+def prepare_options(f):
+    """The data rules and layout, shared by prepare and run."""
+    opts = [
+        click.option("--repeats", default=10, show_default=True, help="Times each image is seen per epoch."),
+        click.option("--concept", default="bespoke_baby", show_default=True, help="Folder name: <repeats>_<concept>."),
+        click.option("--expect", type=int, envvar="BESPOKE_EXPECT", default=None,
+                     help="Refuse unless exactly N images (the user's set has 203; env BESPOKE_EXPECT)."),
+        click.option("--size", default=24, show_default=True, help="Required image width and height in pixels."),
+        click.option("--upscale", type=click.Choice(["nearest", "none"]), default="nearest", show_default=True,
+                     help="Enlarge to the training resolution with nearest neighbour, or leave it to kohya (Lanczos)."),
+        click.option("--resolution", default=None, metavar="W,H",
+                     help="Training resolution to prepare for (default: the recipe's, 1024,1024)."),
+        click.option("--caption-prefix", default="pixel art, 24x24", show_default=True,
+                     help="Every caption must start with this."),
+        click.option("--trigger", "triggers", multiple=True, default=("bespoke punk", "bespoke baby"),
+                     show_default=True, help="Every caption must contain one of these (repeatable)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _prepare_opts(overrides, repeats, concept, expect, size, upscale, resolution, caption_prefix, triggers):
+    from bespoke import recipe, tokens
+
+    if resolution is None:
+        r = recipe.build(Path("."), overrides, tokenizer_dir=tokens.default_dir(Path(".")))
+        res = recipe.resolution(r)
+    else:
+        try:
+            w, _, h = resolution.partition(",")
+            res = (int(w), int(h or w))
+        except ValueError:
+            raise click.BadParameter("use W,H such as 1024,1024", param_hint="--resolution") from None
+    from bespoke.pipeline import PrepareOptions
+
+    return PrepareOptions(repeats, concept, expect, size, upscale, res, caption_prefix, tuple(triggers))
+
+
+def train_options(f):
+    opts = [
+        set_option,
+        click.option("--dry-run", is_flag=True, help="Print the training math and the launch command; start nothing."),
+        click.option("--force", is_flag=True,
+                     help="Move a run with a different recipe or data to $WS/archive/ and start fresh."),
+        click.option("--num-machines", default=1, show_default=True, help="accelerate multi-node: machines."),
+        click.option("--machine-rank", default=0, show_default=True, help="accelerate multi-node: this rank."),
+        click.option("--main-process-ip", default=None, help="accelerate multi-node: rank 0's address."),
+        click.option("--main-process-port", type=int, default=None, help="accelerate multi-node: rank 0's port."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _train_opts(overrides, dry_run, force, num_machines, machine_rank, main_process_ip, main_process_port):
+    from bespoke.kohya import Machines
+    from bespoke.pipeline import TrainOptions
+
+    env_sets = os.environ.get("BESPOKE_SET", "").split()
+    return TrainOptions(overrides=(*env_sets, *overrides), dry_run=dry_run, force=force,
+                        machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port))
+
+
+@cli.command()
+@workspace_option
+@data_option
+@set_option
+def check(workspace, data, overrides):
+    """Run the preflight and print a table of findings; exit 1 on any error.
+
+    \b
+    Example:
+      bespoke check --workspace /workspace --data /workspace/dataset
+    """
+    from bespoke import pipeline
+    from bespoke.preflight import has_errors
+
+    findings = pipeline.check(workspace, data, overrides)
+    pipeline.print_findings(findings)
+    if has_errors(findings):
+        sys.exit(1)
+
+
+@cli.command()
+@workspace_option
+@data_option
+@prepare_options
+def prepare(workspace, data, **kw):
+    """Check every image and caption, then lay them out as $WS/training_data/<repeats>_<concept>/.
+
+    \b
+    Example:
+      bespoke prepare --data ./portraits.zip --expect 203
+    """
+    from bespoke import pipeline
+
+    pipeline.prepare(workspace, data, _prepare_opts((), **kw))
+
+
+@cli.command()
+@workspace_option
+@train_options
+def train(workspace, **kw):
+    """Train the LoRA with sd-scripts on every GPU; resumes an interrupted run, no-op when done.
+
+    \b
+    Example:
+      bespoke train --dry-run --set max_train_epochs=12
+    """
+    from bespoke import pipeline
+
+    sys.exit(pipeline.train(workspace, _train_opts(**kw)))
+
+
+@cli.command()
+@workspace_option
+@data_option
+@prepare_options
+@train_options
+def run(workspace, data, repeats, concept, expect, size, upscale, resolution, caption_prefix, triggers, **kw):
+    """The whole pipeline: check -> prepare -> train -> evaluate. What the container runs.
+
+    \b
+    Example:
+      bespoke run --workspace /workspace --expect 203
+    """
+    from bespoke import pipeline
+    from bespoke.preflight import has_errors
+
+    topts = _train_opts(**kw)
+    popts = _prepare_opts(topts.overrides, repeats, concept, expect, size, upscale, resolution, caption_prefix,
+                          triggers)
+    click.echo("== check")
+    findings = pipeline.check(workspace, data, topts.overrides, popts)
+    pipeline.print_findings(findings)
+    if has_errors(findings):
+        raise PreflightError("preflight found errors", str(workspace), "fix the errors in the table above")
+    click.echo("== prepare")
+    pipeline.prepare(workspace, data, popts)
+    click.echo("== train")
+    code = pipeline.train(workspace, topts)
+    if code == 0 and not topts.dry_run:
+        code = pipeline.evaluate_after_training(workspace)
+    sys.exit(code)
+
+
+@cli.command("demo-data")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--count", default=12, show_default=True, help="Number of portraits.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same portraits.")
+def demo_data(out, count, seed):
+    """Write deterministic synthetic 24x24 punk portraits with captions in the user's format.
+
+    \b
+    Example:
+      bespoke demo-data --out /workspace/dataset --count 203
+    """
+    from bespoke import demo
+
+    paths = demo.write_demo_data(out, count, seed)
+    click.echo(f"wrote {len(paths)} portraits with captions to {out}")
+
+
+@cli.command("smoke-test")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep everything here (default: a new temporary folder).")
+def smoke_test(workspace):
+    """The real pipeline on CPU with a tiny SDXL and the demo data (needs the sd-scripts environment).
+
+    \b
+    Example:
+      SD_SCRIPTS_DIR=.cache/sd-scripts bespoke smoke-test --workspace /tmp/smoke
+    """
+    from bespoke import smoke
+
+    sys.exit(smoke.run(workspace))
+
+
+# --- evaluation: score, pixelate, evaluate ---
+def _grid_option(f):
+    return click.option("--grid", default=24, show_default=True, type=click.IntRange(2, 512),
+                        help="Cells per side of the sprite the image should be.")(f)
+
+
+def _palette_option(f):
+    return click.option("--palette-from", "palette_from", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                        default=None, help="Training images (sprites or upscaled renders) whose colours are the palette.")(f)
+
+
+def _margin_option(f):
+    return click.option("--margin", default=0, show_default=True, type=click.IntRange(0),
+                        help="Pixels of padding around the grid on every side.")(f)
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_grid_option
+@_palette_option
+@_margin_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def score(images, grid, palette_from, margin, as_json):
+    """Judge whether each image is pixel art on a GRID x GRID grid, and why.
+
+    \b
+    Example:
+      bespoke score /workspace/output/sample/*.png --palette-from /workspace/training_data --json
+    """
+    import json
+
+    from bespoke import pixelart
+
+    palette = pixelart.load_palette(palette_from, grid) if palette_from else None
+    for path in images:
+        result, _ = pixelart.score(pixelart.load_rgb(path), grid, palette, margin)
+        if as_json:
+            click.echo(json.dumps({"path": str(path), **result.as_dict()}))
+            continue
+        click.echo(f"{path}: pixel_art: {str(result.pixel_art).lower()}  score {result.score:.2f}")
+        click.echo(f"  mismatch {result.mismatch:.3f}  purity {result.purity:.3f}  boundary {result.boundary:.3f}  "
+                   f"grid period {result.grid_period:.1f} px  colours {result.colours}"
+                   + ("" if result.palette_p95 is None else f"  palette p95 {result.palette_p95:.1f}"))
+        for reason in result.reasons:
+            click.echo(f"  - {reason}")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the sprites.")
+@_grid_option
+@_palette_option
+@_margin_option
+@click.option("--scale", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Enlarge each sprite by this factor, nearest-neighbour.")
+def pixelate(images, out, grid, palette_from, margin, scale):
+    """Recover the true GRID x GRID sprite of each image as OUT/<stem>.png (median of each cell's centre).
+
+    \b
+    Example:
+      bespoke pixelate sample.png --out sprites --palette-from /workspace/training_data --scale 8
+    """
+    import io
+
+    from bespoke import pixelart
+    from bespoke.fsutil import atomic_write_bytes
+
+    palette = pixelart.load_palette(palette_from, grid) if palette_from else None
+    for path in images:
+        sprite = pixelart.pixelate(pixelart.load_rgb(path), grid, palette, margin)
+        buf = io.BytesIO()
+        pixelart.enlarge(sprite, scale).save(buf, format="PNG")
+        atomic_write_bytes(out / f"{path.stem}.png", buf.getvalue())
+        click.echo(f"{path} -> {out / f'{path.stem}.png'}")
+
+
+@cli.command()
+@workspace_option
+@_grid_option
+@_palette_option
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Generate extra samples from these prompts with each epoch's LoRA (needs a GPU).")
+@click.option("--seeds", type=click.IntRange(1), default=None, help="Extra samples per prompt (needs a GPU).")
+def evaluate(workspace, grid, palette_from, prompts, seeds):
+    """Score every epoch's samples, recommend an epoch, copy it to best.safetensors, write the report.
+
+    Reads $WS/output/sample/ and the epoch LoRAs; writes $WS/output/report/ (report.html,
+    contact-sheet.png, report.json, sprites/) and $WS/output/best.safetensors.
+
+    \b
+    Example:
+      bespoke evaluate --workspace /workspace
+    """
+    from bespoke import evaluate as evaluation
+
+    if prompts is not None or seeds is not None:
+        raise BespokeError(
+            "generating extra samples (--prompts/--seeds) needs a CUDA GPU and sd-scripts' sdxl_gen_img.py, "
+            "and this build does not run it", "--prompts/--seeds",
+            "drop --prompts/--seeds: the samples sd-scripts wrote during training are always evaluated",
+        )
+    result = evaluation.evaluate(workspace, grid, palette_from)
+    for line in evaluation.summary_lines(result):
+        click.echo(line)

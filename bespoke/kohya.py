@@ -94,7 +94,7 @@ def launch_argv(script: Path | str, recipe_argv: list[str], gpus: int, *, mixed_
     machines = machines or Machines()
     argv = [python, "-m", "accelerate.commands.launch", "--dynamo_backend", "no"]
     if gpus <= 0:
-        argv += ["--cpu", "--num_processes", "1"]
+        argv += ["--cpu", "--num_processes", "1", "--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
     else:
         argv += ["--num_processes", str(gpus * machines.num_machines)]
         if gpus * machines.num_machines > 1:
@@ -153,8 +153,11 @@ def explain(lines: list[str]) -> tuple[str, str] | None:
 
 
 def last_error_line(lines: list[str]) -> str | None:
+    """The child's own exception line; accelerate's CalledProcessError wrapper says nothing new."""
     for line in reversed(lines):
-        if re.search(r"(Error|Exception|error:)", line) and not line.startswith(" "):
+        if "CalledProcessError" in line or line.startswith(" "):
+            continue
+        if re.search(r"(Error|Exception|error:)", line):
             return line.strip()[:300]
     return None
 
@@ -226,6 +229,10 @@ def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follo
                     emit(raw)
             emit(buf)
         code = child.wait()
+    except BaseException:
+        _kill(child)  # a hook raised (or we were interrupted hard): never leave sd-scripts running
+        child.wait()
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -97,16 +97,18 @@ class Follower:
     """Turns child output lines into status updates, a progress display and a loss history."""
 
     def __init__(self, status_path: Path, loss_path: Path | None, status: Status, *, step_offset: int = 0,
-                 tty: bool | None = None, out=None, plain_every: float = 30.0):
+                 total: int | None = None, tty: bool | None = None, out=None, plain_every: float = 30.0):
         self.path = Path(status_path)
         self.loss_path = loss_path
         self.status = status
         self.step_offset = step_offset
+        self.total = total  # the run's own math; after a resume kohya's bar total is not to be trusted
         self.out = out or sys.stdout
         self.tty = self.out.isatty() if tty is None else tty
         self.plain_every = plain_every
         self._last_write = 0.0
         self._last_plain = 0.0
+        self._last_plain_step = -1
         self._last_step = -1
         self._bar_shown = False
         self.write(force=True)
@@ -139,7 +141,7 @@ class Follower:
     def _on_tick(self, t: Tick) -> None:
         s = self.status
         s.step = self.step_offset + t.step
-        s.total = max(s.total, self.step_offset + t.total)
+        s.total = self.total or self.step_offset + t.total
         s.loss = t.loss if t.loss is not None else s.loss
         s.seconds_per_step = t.seconds_per_step
         s.eta = fmt_seconds(t.seconds_per_step * (s.total - s.step)) if t.seconds_per_step else t.eta
@@ -165,9 +167,10 @@ class Follower:
             self.out.write("\r\033[K" + self.line())
             self.out.flush()
             self._bar_shown = True
-        elif time.time() - self._last_plain >= self.plain_every or s.step == s.total:
+        elif s.step != self._last_plain_step and (time.time() - self._last_plain >= self.plain_every
+                                                  or s.step == s.total):
             print(self.line(), file=self.out, flush=True)
-            self._last_plain = time.time()
+            self._last_plain, self._last_plain_step = time.time(), s.step
 
     def _clear_bar(self) -> None:
         if self._bar_shown:

@@ -1,0 +1,189 @@
+"""`bespoke smoke-test`: the real prepare -> train -> evaluate path on CPU with a tiny SDXL.
+
+Runs the unmodified sd-scripts through accelerate's CPU mode on the demo data, interrupts the run after
+epoch 1, resumes it, runs it once more to prove the no-op, then checks every output.
+Needs the sd-scripts environment (torch, sd-scripts' requirements): `make smoke-test` builds it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from bespoke import demo, kohya, pipeline, runs, tokens
+from bespoke.errors import BespokeError
+
+IMAGES = 4  # x 10 repeats / batch 2 = 20 steps an epoch
+RESOLUTION = (64, 64)
+EPOCHS = 2
+# The only overrides of the recipe (with the tiny model path): bf16 and AdamW8bit stay.
+OVERRIDES = ("resolution=64,64", "xformers=false", "sdpa=true", f"max_train_epochs={EPOCHS}")
+
+
+def run(workspace: Path | None = None) -> int:
+    ws = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="bespoke-smoke-"))
+    ws.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    sd = kohya.locate()
+
+    def timed(name):
+        class _T:
+            def __enter__(self):
+                self.t = time.time()
+
+            def __exit__(self, *exc):
+                timings[name] = timings.get(name, 0) + time.time() - self.t
+        return _T()
+
+    click.echo(f"smoke test in {ws} (sd-scripts {sd.path})")
+    with timed("fixtures"):
+        data = ws / "dataset"
+        if not data.exists():
+            demo.write_demo_data(data, IMAGES, seed=0)
+        tokens.ensure(tokens.default_dir(ws))
+        ckpt = ws / ".cache" / "tiny-sdxl" / "tiny_sdxl.safetensors"
+        if not ckpt.exists():
+            from bespoke import tinysdxl
+
+            tinysdxl.build_checkpoint(sd.path, ckpt)
+    with timed("prepare"):
+        pipeline.prepare(ws, data, pipeline.PrepareOptions(resolution=RESOLUTION, expect=IMAGES))
+    overrides = (*OVERRIDES, f"pretrained_model_name_or_path={ckpt}")
+    script = Path(__file__).with_name("tinysdxl.py")
+
+    def options(**kw):
+        return pipeline.TrainOptions(overrides=overrides, cpu=True, script=script, sample_size=RESOLUTION, **kw)
+
+    output = ws / "output"
+    resumed = False
+    if not (output / runs.DONE_FILE).exists():
+        def interrupt_after_epoch_1(line: str) -> None:
+            if line.strip() == f"epoch 2/{EPOCHS}":  # epoch 1's LoRA and state are saved by now
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        with timed("train (until interrupted)"):
+            code = pipeline.train(ws, options(on_line=interrupt_after_epoch_1))
+        if code != 128 + signal.SIGTERM:
+            raise BespokeError(f"the interrupted smoke run exited {code}, expected 143", str(output))
+        with timed("train (resume)"):
+            code = pipeline.train(ws, options())
+        resumed = True
+        if code != 0:
+            raise BespokeError(f"the resumed smoke run exited {code}", str(output))
+    done_before = (output / runs.DONE_FILE).read_bytes()
+    with timed("train (again: no-op)"):
+        pipeline.train(ws, options())
+    checks = verify(ws, sd.path, ckpt)
+    checks.append(("a second run after DONE is a no-op", (output / runs.DONE_FILE).read_bytes() == done_before, ""))
+    if resumed:
+        checks.append(("interrupted after epoch 1, resumed, finished", True, ""))
+    with timed("evaluate"):
+        checks += _evaluate(ws)
+
+    click.echo("\nsmoke checks:")
+    for name, ok, detail in checks:
+        click.echo(f"  {'ok  ' if ok else 'FAIL'}  {name}{': ' + detail if detail else ''}")
+    click.echo("\nstage timings:")
+    for name, seconds in timings.items():
+        click.echo(f"  {name:28} {seconds:7.1f} s")
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    click.echo(f"  {'total':28} {sum(timings.values()):7.1f} s   peak RSS {rss / 1024:.0f} MiB")
+    failed = [c for c in checks if not c[1]]
+    if failed:
+        raise BespokeError(f"{len(failed)} smoke check(s) failed: {failed[0][0]}", str(ws), "see the checks above")
+    click.echo(f"smoke test passed; outputs in {output}")
+    return 0
+
+
+def _evaluate(ws: Path) -> list[tuple[str, bool, str]]:
+    try:
+        from bespoke import evaluate
+    except ImportError:
+        return []
+    evaluate.evaluate(ws)
+    report = ws / "output" / "report"
+    data = json.loads((report / "report.json").read_text())
+    judged = [s for e in data.get("epochs", []) for s in e.get("samples", [])]
+    noise_ok = bool(judged) and not any(s.get("pixel_art") for s in judged)
+    return [
+        ("report.html, report.json and contact sheet written",
+         all((report / f).is_file() for f in ("report.html", "report.json", "contact-sheet.png")), ""),
+        ("the tiny model's noise samples are judged not pixel art", noise_ok, f"{len(judged)} samples"),
+    ]
+
+
+def verify(ws: Path, sd_path: Path, ckpt: Path) -> list[tuple[str, bool, str]]:
+    """The smoke run's outputs: files, keys, training signal, metadata, samples, and a strict reload."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    out = ws / "output"
+    name = "bespoke_baby_sdxl"
+    files = [runs.epoch_file(out, name, e, EPOCHS) for e in range(1, EPOCHS + 1)]
+    checks = [("one LoRA per epoch, named like the notes'",
+               all(f.is_file() for f in files) and (out / f"{name}-{EPOCHS:06d}.safetensors").is_file(),
+               ", ".join(f.name for f in files))]
+    sd = load_file(str(files[-1]))
+    groups = {g: [k for k in sd if k.startswith(f"lora_{g}_")] for g in ("unet", "te1", "te2")}
+    checks.append(("keys for lora_unet_*, lora_te1_*, lora_te2_*", all(groups.values()),
+                   ", ".join(f"{g} {len(v)}" for g, v in groups.items())))
+    checks.append(("all weights finite", all(torch.isfinite(t.float()).all() for t in sd.values()), f"{len(sd)} tensors"))
+    moved = {g: max((sd[k].float().abs().max().item() for k in v if "lora_up" in k), default=0.0)
+             for g, v in groups.items()}
+    checks.append(("every group's lora_up moved off zero", all(m > 0 for m in moved.values()),
+                   ", ".join(f"{g} {m:.2e}" for g, m in moved.items())))
+    with safe_open(str(files[-1]), "pt") as f:
+        meta = f.metadata() or {}
+    dim, alpha = meta.get("ss_network_dim"), meta.get("ss_network_alpha")
+    checks.append(("metadata says dim 128, alpha 64", dim == "128" and float(alpha or 0) == 64.0, f"{dim}/{alpha}"))
+    losses = [json.loads(line)["loss"] for line in (out / "logs" / "loss.jsonl").read_text().splitlines()]
+    checks.append(("loss logged and finite", bool(losses) and all(math.isfinite(x) for x in losses),
+                   f"{len(losses)} points, last {losses[-1]:.4f}" if losses else "none"))
+    samples = {e: sorted((out / "sample").glob(f"{name}_e{e:06d}_*.png")) for e in range(1, EPOCHS + 1)}
+    checks.append(("a sample image per epoch", all(samples.values()),
+                   ", ".join(f"e{e}: {len(v)}" for e, v in samples.items())))
+    checks.append(_strict_reload(sd_path, ckpt, files[-1]))
+    checks.append(_diffusers_reload(files[-1]))
+    return checks
+
+
+def _strict_reload(sd_path: Path, ckpt: Path, lora: Path) -> tuple[str, bool, str]:
+    from bespoke import tinysdxl
+
+    tinysdxl.patch(sd_path)
+    import torch
+    from library import sdxl_model_util
+    from networks import lora as kohya_lora
+    from safetensors.torch import load_file
+
+    te1, te2, vae, unet, _, _ = sdxl_model_util.load_models_from_sdxl_checkpoint(
+        sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0, str(ckpt), "cpu", torch.float32)
+    network, weights = kohya_lora.create_network_from_weights(1.0, str(lora), vae, [te1, te2], unet, for_inference=False)
+    network.apply_to([te1, te2], unet, True, True)  # registers the LoRA modules, as training does
+    result = network.load_state_dict(load_file(str(lora)), strict=True)
+    ok = not result.missing_keys and not result.unexpected_keys
+    return ("loads back strictly into sd-scripts' network", ok, f"{len(weights)} tensors")
+
+
+def _diffusers_reload(lora: Path) -> tuple[str, bool, str]:
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        return ("loads into diffusers' load_lora_weights", True, "skipped: peft is not installed")
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
+    from safetensors.torch import load_file
+
+    # diffusers' own converter for kohya-format SDXL LoRAs, as load_lora_weights uses it
+    unet_sd, te_sd, alphas = _convert_non_diffusers_lora_to_diffusers(load_file(str(lora)))
+    ok = bool(unet_sd) and any(k.startswith("text_encoder.") for k in te_sd) and any(
+        k.startswith("text_encoder_2.") for k in te_sd)
+    return ("converts with diffusers' kohya LoRA loader", ok, f"unet {len(unet_sd)}, te {len(te_sd)} tensors")
