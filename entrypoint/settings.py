@@ -1,0 +1,131 @@
+"""What the environment asks for: the entrypoint's decisions as pure functions of env and argv.
+
+A RunPod template has only env vars, so every choice the container makes can be given as one.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bespoke.errors import BespokeError
+
+DEFAULT_WORKSPACE = "/workspace"
+FINISH_POLICIES = ("sleep", "exit", "stop")
+TENSORBOARD_PORT = 6006
+_FALSE = {"0", "false", "no", "off"}
+_TRUE = {"1", "true", "yes", "on", ""}
+
+
+class SettingError(BespokeError):
+    """An env var has a value the entrypoint cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Path
+    on_finish: str
+    on_finish_reason: str
+    tensorboard: bool
+    public_key: str | None
+    pod_id: str | None
+    run_args: tuple[str, ...]
+
+
+def from_env(environ: dict[str, str]) -> Settings:
+    on_finish, reason = finish_policy(environ)
+    return Settings(
+        workspace=Path(environ.get("BESPOKE_WORKSPACE") or DEFAULT_WORKSPACE),
+        on_finish=on_finish,
+        on_finish_reason=reason,
+        tensorboard=flag(environ, "BESPOKE_TENSORBOARD", default=True),
+        public_key=(environ.get("PUBLIC_KEY") or "").strip() or None,
+        pod_id=environ.get("RUNPOD_POD_ID") or None,
+        run_args=(*set_args(environ.get("BESPOKE_SET", "")), *extra_args(environ.get("BESPOKE_ARGS", ""))),
+    )
+
+
+def finish_policy(environ: dict[str, str]) -> tuple[str, str]:
+    """BESPOKE_ON_FINISH, else sleep on RunPod (which restarts a container that exits) and exit elsewhere."""
+    value = (environ.get("BESPOKE_ON_FINISH") or "").strip().lower()
+    if value:
+        if value not in FINISH_POLICIES:
+            raise SettingError(f"BESPOKE_ON_FINISH={value!r} is not one of {', '.join(FINISH_POLICIES)}",
+                               "container env", "set BESPOKE_ON_FINISH=sleep, exit or stop, or leave it unset")
+        return value, "BESPOKE_ON_FINISH"
+    if environ.get("RUNPOD_POD_ID"):
+        return "sleep", "default on RunPod (RUNPOD_POD_ID is set)"
+    return "exit", "default off RunPod"
+
+
+def flag(environ: dict[str, str], name: str, default: bool) -> bool:
+    value = environ.get(name)
+    if value is None:
+        return default
+    value = value.strip().lower()
+    if value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise SettingError(f"{name}={value!r} is not a yes/no value", "container env", f"set {name}=1 or {name}=0")
+
+
+def set_args(value: str) -> list[str]:
+    """BESPOKE_SET="max_train_epochs=12 network_dim=64" -> --set max_train_epochs=12 --set network_dim=64.
+
+    Split like a shell, so a value with spaces can be quoted: BESPOKE_SET="output_name='my lora'".
+    """
+    try:
+        words = shlex.split(value)
+    except ValueError as e:
+        raise SettingError(f"BESPOKE_SET cannot be split into words ({e})", "container env",
+                           "balance the quotes, e.g. BESPOKE_SET=\"max_train_epochs=12 network_dim=64\"") from None
+    out: list[str] = []
+    for word in words:
+        name, eq, _ = word.partition("=")
+        if not eq or not name:
+            raise SettingError(f"BESPOKE_SET entry {word!r} is not NAME=VALUE", "container env",
+                               "write it as BESPOKE_SET=\"max_train_epochs=12 network_dim=64\"")
+        out += ["--set", word]
+    return out
+
+
+def extra_args(value: str) -> list[str]:
+    """BESPOKE_ARGS: more options for `bespoke run`, shell-split (e.g. "--expect 203 --repeats 10")."""
+    try:
+        return shlex.split(value)
+    except ValueError as e:
+        raise SettingError(f"BESPOKE_ARGS cannot be split into words ({e})", "container env",
+                           "balance the quotes, e.g. BESPOKE_ARGS=\"--expect 203\"") from None
+
+
+def is_pipeline(argv: list[str]) -> bool:
+    """No command, or `bespoke run ...` (the image's CMD): the pipeline, with services and finish policy."""
+    return not argv or argv[:2] == ["bespoke", "run"]
+
+
+def pipeline_argv(argv: list[str], settings: Settings, python: str = sys.executable) -> list[str]:
+    """`bespoke run` with the user's own arguments first, then those from env."""
+    return [python, "-m", "bespoke", "run", *argv[2:], *settings.run_args]
+
+
+def child_env(environ: dict[str, str], workspace: Path, pipeline: bool) -> dict[str, str]:
+    """The environment every child gets: caches under the workspace (unless the user set them elsewhere),
+    a writable HOME, and, for the pipeline, BESPOKE_SET consumed into --set (so it is not applied twice)."""
+    from bespoke.preflight import cache_env  # the package owns the list of cache variables
+
+    env = dict(environ)
+    env.update(cache_env(workspace, environ))
+    # The CUDA driver caches JIT-compiled PTX (xformers ships sm_80 PTX, JIT-compiled on Blackwell).
+    env.setdefault("CUDA_CACHE_PATH", str(workspace / ".cache" / "nv"))
+    home = env.get("HOME") or "/"
+    if not os.access(home, os.W_OK):  # e.g. docker run --user 1000:1000, where HOME=/
+        env["HOME"] = str(workspace / ".cache" / "home")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if pipeline:
+        env.pop("BESPOKE_SET", None)
+        env.pop("BESPOKE_ARGS", None)
+    return env

@@ -1,0 +1,73 @@
+"""What the container found at start: GPUs, sd-scripts commit, library versions, free disk.
+
+Nothing here imports torch: versions come from package metadata and GPUs from nvidia-smi, so the
+report prints in a second even on a pod whose CUDA setup is broken (bespoke check goes deeper).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from entrypoint import proc
+
+LIBRARIES = ("torch", "torchvision", "xformers", "bitsandbytes", "accelerate", "transformers", "diffusers")
+NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"]
+
+
+def gpus(timeout: float = 20) -> tuple[list[str], str | None]:
+    """One line per GPU from nvidia-smi, or an explanation of why there are none."""
+    if shutil.which(NVIDIA_SMI_QUERY[0]) is None:
+        return [], ("no GPU visible (nvidia-smi is not in the container); fix: docker run --gpus all, "
+                    "or the compose file's GPU reservation; on RunPod pick a GPU pod")
+    child = proc.spawn(NVIDIA_SMI_QUERY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return [], f"nvidia-smi did not answer in {timeout:.0f} s; the GPU or its driver is stuck"
+    text = (out or b"").decode(errors="replace").strip()
+    if child.returncode != 0:
+        return [], f"nvidia-smi failed: {text.splitlines()[-1] if text else 'exit ' + str(child.returncode)}"
+    return [line.strip() for line in text.splitlines() if line.strip()], None
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def pinned_commit() -> str:
+    from bespoke.kohya import pinned_commit as pin
+
+    return pin()
+
+
+def sd_scripts_line(sd_dir: Path, pin: str) -> tuple[str, str | None]:
+    """The sd-scripts line, and a warning when it is missing or not at the pinned commit."""
+    commit_file = sd_dir / ".bespoke-commit"
+    if not (sd_dir / "sdxl_train_network.py").is_file():
+        return f"{sd_dir}: missing", (f"sd-scripts is not in {sd_dir}; fix: use the bespoke image unchanged, "
+                                      "or set SD_SCRIPTS_DIR to a checkout made by `make sd-scripts`")
+    commit = commit_file.read_text().strip() if commit_file.is_file() else None
+    if commit == pin:
+        return f"{sd_dir} @ {commit[:12]} (the pinned commit)", None
+    return f"{sd_dir} @ {commit or 'unknown commit'}", (
+        f"sd-scripts in {sd_dir} is at {commit or 'an unknown commit'}, bespoke is pinned to {pin}; "
+        "fix: rebuild the image, or `make sd-scripts` into a fresh SD_SCRIPTS_DIR")
+
+
+def disk_line(path: Path) -> str:
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    return f"{path}: {usage.free / 1e9:.1f} GB free of {usage.total / 1e9:.1f} GB"

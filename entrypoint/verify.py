@@ -1,0 +1,115 @@
+"""`python -m entrypoint --verify-image`: the image's own facts, checked at the end of its build and
+again by the image workflow: sd-scripts at the pin, the baked tokenizers, the torch/xformers pairing.
+
+`bespoke check` is the user's preflight and needs a GPU, a volume and data, none of which a build has;
+this checks what the build itself is responsible for, and fails the build when one is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from importlib import metadata
+from pathlib import Path
+
+TOKENIZERS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")
+# "a photo of a cat" in the CLIP BPE vocabulary, start and end tokens included.
+CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
+REQUIREMENTS = ("torch-cu128.txt", "sd-scripts.txt")
+PIN_LINE = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)")
+
+
+def pins(requirements: Path) -> dict[str, str]:
+    out = {}
+    for line in Path(requirements).read_text().splitlines():
+        if m := PIN_LINE.match(line.strip()):
+            out[m.group(1).lower()] = m.group(2)
+    return out
+
+
+def check_sd_scripts(sd_dir: Path, pin: str) -> list[str]:
+    problems = []
+    if not (sd_dir / "sdxl_train_network.py").is_file():
+        problems.append(f"{sd_dir}/sdxl_train_network.py is missing")
+    commit_file = sd_dir / ".bespoke-commit"
+    commit = commit_file.read_text().strip() if commit_file.is_file() else None
+    if commit != pin:
+        problems.append(f"{commit_file} says {commit!r}, bespoke/SD_SCRIPTS_COMMIT says {pin!r}")
+    return problems
+
+
+def tokenizer_dirs(root: Path) -> list[Path]:
+    """sd-scripts' --tokenizer_cache_dir layout: the model id with "/" replaced by "_"."""
+    return [root / model_id.replace("/", "_") for model_id in TOKENIZERS]
+
+
+def check_tokenizers(root: Path) -> list[str]:
+    problems = []
+    for d in tokenizer_dirs(root):
+        missing = [n for n in ("vocab.json", "merges.txt", "tokenizer_config.json") if not (d / n).is_file()]
+        if missing:
+            problems.append(f"{d} lacks {', '.join(missing)}")
+            continue
+        from transformers import CLIPTokenizer
+
+        # From the folder alone, as training will load it (HF_HUB_OFFLINE=1).
+        ids = CLIPTokenizer.from_pretrained(str(d), local_files_only=True)("a photo of a cat")["input_ids"]
+        if ids != CAT_IDS:
+            problems.append(f"{d} encodes 'a photo of a cat' as {ids}, expected {CAT_IDS}")
+    return problems
+
+
+def check_versions(requirements: Path) -> list[str]:
+    problems = []
+    for name, want in pins(requirements).items():
+        try:
+            have = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            have = None
+        if have != want:
+            problems.append(f"{name} is {have}, {requirements} pins {want}")
+    return problems
+
+
+def check_xformers_build() -> list[str]:
+    """xformers' C++ ops only load into the exact torch they were compiled against."""
+    try:
+        dist = metadata.distribution("xformers")
+    except metadata.PackageNotFoundError:
+        return ["xformers is not installed"]
+    built = json.loads(Path(dist.locate_file("xformers/cpp_lib.json")).read_text())["version"]["torch"]
+    torch_version = metadata.version("torch")
+    return [] if built == torch_version else [f"xformers was built for torch {built}, torch is {torch_version}"]
+
+
+def check_imports() -> list[str]:
+    problems = []
+    for module in ("torch", "torchvision.ops", "xformers", "bitsandbytes"):
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # any failure here is the finding, whatever its type
+            problems.append(f"import {module} failed: {type(e).__name__}: {e}")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    from bespoke.kohya import pinned_commit
+
+    requirements = [Path(a) for a in argv] or [Path("/opt/bespoke/requirements") / n for n in REQUIREMENTS]
+    checks = {
+        "sd-scripts": lambda: check_sd_scripts(Path(os.environ.get("SD_SCRIPTS_DIR", "/opt/sd-scripts")),
+                                               pinned_commit()),
+        "tokenizers": lambda: check_tokenizers(Path(os.environ.get("BESPOKE_TOKENIZER_DIR",
+                                                                   "/opt/bespoke/tokenizers"))),
+        "versions": lambda: [p for r in requirements for p in check_versions(r)],
+        "xformers build": check_xformers_build,
+        "imports": check_imports,
+    }
+    failed = 0
+    for name, check in checks.items():
+        problems = check()
+        failed += bool(problems)
+        print(f"{'FAIL' if problems else 'ok'}  {name}" + "".join(f"\n      {p}" for p in problems), flush=True)
+    return 1 if failed else 0
