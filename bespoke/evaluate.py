@@ -65,7 +65,7 @@ class Epoch:
 
     def as_dict(self) -> dict:
         return {
-            "epoch": self.epoch, "baseline": self.epoch == 0, "samples": self.samples, "pixel_art": self.pixel_art,
+            "epoch": self.epoch, "baseline": self.epoch == 0, "count": self.samples, "pixel_art": self.pixel_art,
             "palette_ok": self.palette_ok, "mean_score": round(self.mean_score, 4),
             "lora": str(self.lora) if self.lora else None, "loss": self.loss,
         }
@@ -272,8 +272,7 @@ def evaluate(workspace: Path, grid: int = pixelart.GRID, palette_dir: Path | Non
         "recommended": rec.epoch.as_dict() if rec.epoch else None,
         "runner_up": rec.runner_up.as_dict() if rec.runner_up else None,
         "reason": rec.reason, "ranking": rec.ranking, "best": best,
-        "epochs": [e.as_dict() for e in epochs],
-        "samples": [s.as_dict() for s in samples],
+        "epochs": [{**e.as_dict(), "samples": [s.as_dict() for s in samples if s.epoch == e.epoch]} for e in epochs],
         "loss": {"path": str(output / "logs" / "loss.jsonl"), "points": len(loss)} if loss else None,
         "contact_sheet": str(report_dir / "contact-sheet.png"),
         "html": str(report_dir / "report.html"),
@@ -320,8 +319,8 @@ def summary_lines(result: dict) -> list[str]:
     lines = []
     for e in result["epochs"]:
         label = "base" if e["baseline"] else f"epoch {e['epoch']}"
-        pal = "" if e["palette_ok"] is None else f", {e['palette_ok']}/{e['samples']} on palette"
-        lines.append(f"{label}: {e['pixel_art']}/{e['samples']} pixel art{pal}, mean score {e['mean_score']:.2f}")
+        pal = "" if e["palette_ok"] is None else f", {e['palette_ok']}/{e['count']} on palette"
+        lines.append(f"{label}: {e['pixel_art']}/{e['count']} pixel art{pal}, mean score {e['mean_score']:.2f}")
     rec = result["recommended"]
     lines.append(f"recommended: {result['reason']}" if rec else f"no recommendation: {result['reason']}")
     if result["runner_up"]:

@@ -36,7 +36,7 @@ PERIOD_TOL = 0.08  # verdict: the measured grid period within 8% of width / grid
 
 PALETTE_P95_MAX = 12.0  # palette: 95th percentile CIELAB distance of sprite colours to the training palette
 COLOUR_MERGE = 8.0  # CIELAB distance under which two sprite colours count as one when counting
-MIN_CELL = 8  # px; smaller cells leave no inner area or edge band to measure
+MIN_CELL = 16  # px; smaller renders are enlarged (nearest, integer factor) so cells have an inside and edges
 
 
 @dataclass(frozen=True)
@@ -262,12 +262,10 @@ def score(
 ) -> tuple[Score, np.ndarray]:
     """Judge a render on a grid x grid grid; returns the score and the recovered (unsnapped) sprite."""
     rgb = _crop(rgb, grid, margin)
+    factor = -(-MIN_CELL * grid // min(rgb.shape[:2]))  # ceil
+    if factor > 1:  # a small render (the smoke test's 64 px, a bare sprite): same pixels, room to measure
+        rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
     h, w = rgb.shape[:2]
-    if min(h, w) / grid < MIN_CELL:
-        raise BespokeError(
-            f"a {w}x{h} image has cells under {MIN_CELL} px on a {grid} grid, too small to score",
-            None, "score the full-size render; a sprite is already pixel art by construction",
-        )
     samples = _cell_samples(rgb, grid)
     sprite = _median(samples)
     centre = np.broadcast_to(sprite[:, :, None], samples.shape)

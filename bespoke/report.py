@@ -205,7 +205,7 @@ def html(result: dict, sheet: Image.Image, loss: list[dict] | None) -> str:
         box += "<p>The score only looks for pixel-art structure; look at the sheet before you trust it.</p></div>"
     else:
         box = f'<div class="warn"><h2>No epoch recommended</h2><p>{_esc(result["reason"])}.</p></div>'
-    if any(e["epoch"] > 0 and 2 * (e["samples"] - e["pixel_art"]) >= e["samples"] for e in result["epochs"]):
+    if any(e["epoch"] > 0 and 2 * (e["count"] - e["pixel_art"]) >= e["count"] for e in result["epochs"]):
         from bespoke.evaluate import PHOTO_ALARM
 
         box += f'<div class="warn"><p>Some epochs: {_esc(PHOTO_ALARM)}.</p></div>'
@@ -215,7 +215,7 @@ def html(result: dict, sheet: Image.Image, loss: list[dict] | None) -> str:
         "(the training follower writes it during <code>bespoke train</code>).</p>")
     epochs = _table(
         ["epoch", "samples", "pixel art", "on palette", "mean score", "mean loss", "LoRA"],
-        [["base" if e["baseline"] else e["epoch"], e["samples"], e["pixel_art"],
+        [["base" if e["baseline"] else e["epoch"], e["count"], e["pixel_art"],
           "-" if e["palette_ok"] is None else e["palette_ok"], f"{e['mean_score']:.2f}",
           "-" if e["loss"] is None else f"{e['loss']:.4f}", (e["lora"] or "-").rsplit("/", 1)[-1]]
          for e in result["epochs"]])
@@ -225,7 +225,7 @@ def html(result: dict, sheet: Image.Image, loss: list[dict] | None) -> str:
         [[s["epoch"], s["prompt"], "pixel art" if s["pixel_art"] else "not pixel art", f"{s['score']:.2f}",
           f"{s['mismatch']:.3f}", f"{s['purity']:.3f}", f"{s['boundary']:.3f}", f"{s['grid_period']:.1f}",
           s["colours"], "-" if s["palette_p95"] is None else f"{s['palette_p95']:.1f}", "; ".join(s["reasons"])]
-         for s in result["samples"]])
+         for e in result["epochs"] for s in e["samples"]])
     t = result["thresholds"]
     palette = result["palette"]
     palette_line = (f"Palette: {palette['colours']} colours from <code>{_esc(palette['source'])}</code>, "

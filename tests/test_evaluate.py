@@ -150,7 +150,8 @@ def test_evaluate_writes_report_sprites_and_best(tmp_path):
     assert result["loss"]["points"] == 30
 
     sprites = sorted((out / "report" / "sprites").glob("*.png"))
-    assert len(sprites) == len(result["samples"]) == 12
+    assert len(sprites) == sum(len(e["samples"]) for e in result["epochs"]) == 12
+    assert [s["prompt"] for s in rows[2]["samples"]] == [0, 1, 2] and rows[2]["count"] == 3
     assert np.array_equal(np.asarray(Image.open(out / "report" / "sprites" / "e000003_p01.png")),
                           np.asarray(make_sprite(1)))
     assert (out / "report" / "contact-sheet.png").is_file() and (out / "report" / "report.html").is_file()

@@ -184,11 +184,15 @@ def test_pixelate_handles_a_margin():
     assert pixelart.score(rgb(framed), margin=32)[0].pixel_art
 
 
-def test_a_sprite_sized_image_is_returned_as_is_but_cannot_be_scored():
+def test_small_renders_are_scored_too():
     sprite = rgb(make_sprite(0))
     assert np.array_equal(pixelart.pixelate(sprite), sprite)
-    with pytest.raises(BespokeError, match="too small to score"):
-        pixelart.score(sprite)
+    assert pixelart.score(sprite)[0].pixel_art  # a bare sprite is pixel art
+    for seed in SEEDS:  # the smoke test's tiny model samples at 64 px
+        assert pixelart.score(rgb(upscale(make_sprite(seed), 64)))[0].pixel_art
+        noise = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        assert not pixelart.score(noise)[0].pixel_art
+        assert not pixelart.score(rgb(pink_noise(seed, 64)))[0].pixel_art
 
 
 def test_unreadable_image_is_a_user_error(tmp_path):

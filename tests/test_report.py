@@ -105,7 +105,7 @@ def test_html_is_self_contained_and_says_what_was_recommended(workspace):
     assert page.count("<polyline") == 2 and ">e3</text>" in page  # loss, its average and epoch marks
     table = page[page.index("<h2>Epochs</h2>") : page.index("<h2>Samples</h2>")]
     assert table.count("<tr>") == 1 + 4 and "<td>base</td>" in table
-    assert page.count("not pixel art</td>") == sum(not s["pixel_art"] for s in result["samples"])
+    assert page.count("not pixel art</td>") == sum(not s["pixel_art"] for e in result["epochs"] for s in e["samples"])
     assert evaluate.PHOTO_ALARM in page  # epoch 1 is mostly not pixel art
 
 
