@@ -229,6 +229,7 @@ def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follo
                     emit(raw)
             emit(buf)
         code = child.wait()
+        follower.flush()
     except BaseException:
         _kill(child)  # a hook raised (or we were interrupted hard): never leave sd-scripts running
         child.wait()

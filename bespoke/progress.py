@@ -16,6 +16,7 @@ _TQDM = re.compile(
     r"steps:\s*\d+%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+),\s*"
     r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?:,\s*(?P<post>[^\]]*))?\]"
 )
+_OTHER_BAR = re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+\s*\[")
 _LOSS = re.compile(r"avr_loss=(?P<loss>[-+\w.]+)")
 _EPOCH = re.compile(r"^\s*epoch (?P<epoch>\d+)/(?P<epochs>\d+)\s*$")
 _STAGES = (
@@ -109,6 +110,7 @@ class Follower:
         self._last_write = 0.0
         self._last_plain = 0.0
         self._last_plain_step = -1
+        self._pending = None
         self._last_step = -1
         self._bar_shown = False
         self.write(force=True)
@@ -131,6 +133,8 @@ class Follower:
         if tick is not None:
             self._on_tick(tick)
             return
+        if _OTHER_BAR.search(line):
+            return  # the sampler's and cacher's own bars: the log keeps them, the console need not
         self._clear_bar()
         print(line, file=self.out, flush=True)
         if (ep := parse_epoch(line)) is not None:
@@ -147,12 +151,21 @@ class Follower:
         s.eta = fmt_seconds(t.seconds_per_step * (s.total - s.step)) if t.seconds_per_step else t.eta
         if s.stage not in ("sampling", "saving") or t.step != self._last_step:
             s.stage = "training"
-        if self.loss_path is not None and t.step != self._last_step and t.loss is not None:
-            with open(self.loss_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": s.step, "epoch": s.epoch, "loss": t.loss}) + "\n")
+        # tqdm shows a step first with the previous loss, then again with its own: keep the last one seen
+        if t.step != self._last_step:
+            self.flush()
+        if t.loss is not None and t.step > 0:
+            self._pending = {"step": s.step, "epoch": s.epoch, "loss": t.loss}
         self._last_step = t.step
         self.write()
         self._show(s)
+
+    def flush(self) -> None:
+        """Append the last step's loss to the loss history (loss.jsonl)."""
+        if self._pending is not None and self.loss_path is not None:
+            with open(self.loss_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(self._pending) + "\n")
+        self._pending = None
 
     def line(self) -> str:
         s = self.status

@@ -175,15 +175,17 @@ def _strict_reload(sd_path: Path, ckpt: Path, lora: Path) -> tuple[str, bool, st
 
 
 def _diffusers_reload(lora: Path) -> tuple[str, bool, str]:
+    """diffusers' SDXL loader parses kohya's keys (lora_state_dict is load_lora_weights' first half; the
+    second half injects into a full-size diffusers UNet, which the tiny model is not)."""
     import importlib.util
 
+    name = "parses with diffusers' StableDiffusionXLPipeline.lora_state_dict"
     if importlib.util.find_spec("peft") is None:
-        return ("loads into diffusers' load_lora_weights", True, "skipped: peft is not installed")
-    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
+        return (name, True, "skipped: peft is not installed")
+    from diffusers import StableDiffusionXLPipeline
     from safetensors.torch import load_file
 
-    # diffusers' own converter for kohya-format SDXL LoRAs, as load_lora_weights uses it
-    unet_sd, te_sd, alphas = _convert_non_diffusers_lora_to_diffusers(load_file(str(lora)))
-    ok = bool(unet_sd) and any(k.startswith("text_encoder.") for k in te_sd) and any(
-        k.startswith("text_encoder_2.") for k in te_sd)
-    return ("converts with diffusers' kohya LoRA loader", ok, f"unet {len(unet_sd)}, te {len(te_sd)} tensors")
+    state, alphas = StableDiffusionXLPipeline.lora_state_dict(load_file(str(lora)))
+    prefixes = {k.split(".")[0] for k in state}
+    ok = prefixes == {"unet", "text_encoder", "text_encoder_2"} and bool(alphas)
+    return (name, ok, ", ".join(f"{p} {sum(k.startswith(p + '.') for k in state)}" for p in sorted(prefixes)))

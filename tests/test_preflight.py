@@ -1,0 +1,92 @@
+from bespoke import preflight
+from bespoke.preflight import ERROR, OK, WARN, Gpu
+
+GB = 1e9
+
+
+def terms(ws, **kw):
+    args = dict(ws=ws, hub_cache=ws / ".cache/hub", images=203, resolution=(1024, 1024), epochs=10, save_every=1,
+                dim=128, save_precision=None, model_cached=False)
+    args.update(kw)
+    return preflight.disk_terms(**args)
+
+
+def test_disk_terms_for_the_users_run(tmp_path):
+    t = {x.name.split(" (")[0]: x.bytes for x in terms(tmp_path)}
+    assert t["base model download"] == preflight.BASE_MODEL_BYTES
+    assert abs(t["LoRA files"] - 18.2 * GB) < 1e6  # 10 x 1.82 GB
+    assert 203 * 262_144 < t["prepared images + latents"] < 0.1 * GB  # 61 MB: PNGs + fp32 latents
+
+
+def test_disk_terms_scale_with_dim_precision_and_cache(tmp_path):
+    full = {x.name.split(" (")[0]: x.bytes for x in terms(tmp_path)}
+    half = {x.name.split(" (")[0]: x.bytes for x in terms(tmp_path, save_precision="bf16", model_cached=True)}
+    dim64 = {x.name.split(" (")[0]: x.bytes for x in terms(tmp_path, dim=64)}
+    assert half["LoRA files"] == full["LoRA files"] / 2 and "base model download" not in half
+    assert dim64["LoRA files"] == full["LoRA files"] / 2
+
+
+def test_disk_check_errors_with_the_numbers(tmp_path):
+    ts = terms(tmp_path)
+    need = sum(t.bytes for t in ts) * 1.1
+    ok = preflight.check_disk(ts, free=lambda p: int(need) + 1)
+    assert [f.severity for f in ok if f.severity != "info"] == [OK]
+    bad = preflight.check_disk(ts, free=lambda p: int(need) - 10**9)
+    (err,) = [f for f in bad if f.severity == ERROR]
+    assert f"need {need / GB:.1f} GB" in err.message and "save_precision=bf16" in err.fix
+    assert sum(f.severity == "info" for f in bad) == len(ts)  # one line per term
+
+
+def test_caches_go_under_the_workspace_unless_set(tmp_path):
+    env = {"HF_HOME": "/root/.cache/huggingface"}
+    findings = preflight.apply_cache_env(tmp_path, env)
+    assert env["HF_HOME"] == "/root/.cache/huggingface"
+    assert env["TRITON_CACHE_DIR"] == str(tmp_path.resolve() / ".cache/triton")
+    assert set(preflight.CACHE_VARS) <= set(env)
+    (w,) = findings
+    assert w.severity == WARN and "HF_HOME" in w.message and "unset HF_HOME" in w.fix
+
+
+def test_workspace_missing_and_not_a_volume(tmp_path):
+    (f,) = preflight.check_workspace(tmp_path / "nope")
+    assert f.severity == ERROR and "mount a volume" in f.fix
+    findings = preflight.check_workspace(tmp_path, root=tmp_path)
+    assert [x.severity for x in findings] == [OK, WARN]
+    assert "not a volume" in findings[1].message
+
+
+def test_gpu_findings_without_torch_or_gpu():
+    (f,) = preflight.check_gpus(None)
+    assert f.severity == WARN and f.message == "torch not installed"
+    (f,) = preflight.check_gpus([])
+    assert f.severity == WARN and "no CUDA GPU" in f.message
+
+
+def test_gpu_without_bf16_names_the_fp16_override():
+    findings = preflight.check_gpus([Gpu(0, "Tesla T4", 15, (7, 5))], arch_list=["sm_75", "sm_80"])
+    (err,) = [f for f in findings if f.severity == ERROR]
+    assert "no bf16" in err.message and "mixed_precision=fp16" in err.fix
+
+
+def test_new_gpu_on_an_old_torch():
+    findings = preflight.check_gpus([Gpu(0, "RTX 5090", 32, (12, 0))], arch_list=["sm_80", "sm_86", "sm_90"])
+    (err,) = [f for f in findings if f.severity == ERROR]
+    assert "RTX 5090" in err.message and "sm_120" in err.message
+
+
+def test_runs_on():
+    assert preflight.runs_on((9, 0), ["sm_80", "sm_90"])
+    assert preflight.runs_on((8, 9), ["sm_80", "sm_86"])
+    assert not preflight.runs_on((12, 0), ["sm_80", "sm_90"])
+    assert preflight.runs_on((12, 0), ["sm_90", "compute_90"])  # PTX JIT
+    assert preflight.runs_on((12, 0), ["sm_100", "sm_120"])
+
+
+def test_gpus_is_none_without_torch():
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import pytest
+
+        pytest.skip("torch is installed here; the core test environment (make test) has none")
+    assert preflight.gpus() is None

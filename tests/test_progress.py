@@ -1,0 +1,82 @@
+"""The progress parser on real captured sd-scripts output (tests/data/kohya_cpu_*.log, CPU smoke run)."""
+
+import io
+import json
+import re
+from pathlib import Path
+
+from bespoke import progress
+
+DATA = Path(__file__).parent / "data"
+
+
+def lines(name):
+    return [s.decode() for s in re.split(rb"[\r\n]", (DATA / name).read_bytes()) if s.strip()]
+
+
+def test_parse_real_tqdm_lines():
+    ticks = [t for t in map(progress.parse_tqdm, lines("kohya_cpu_epoch1.log")) if t]
+    assert ticks[0].step == 0 and ticks[0].total == 40 and ticks[0].seconds_per_step is None
+    last = ticks[-1]
+    assert last.step == 20 and last.total == 40 and last.loss is not None
+    assert any(t.loss == 0.926 and t.seconds_per_step == 7.76 for t in ticks)
+
+
+def test_parse_users_line_and_it_per_second():
+    t = progress.parse_tqdm("steps:  10%|█         | 1015/10150 [25:14<3:47:20,  1.49s/it, avr_loss=0.0812]")
+    assert (t.step, t.total, t.seconds_per_step, t.eta, t.loss) == (1015, 10150, 1.49, "3:47:20", 0.0812)
+    t = progress.parse_tqdm("steps:  50%|█████     | 10/20 [00:10<00:10,  2.00it/s, avr_loss=nan]")
+    assert t.seconds_per_step == 0.5 and t.loss != t.loss  # nan
+
+
+def test_sampler_bars_are_not_training_progress():
+    assert progress.parse_tqdm(" 40%|████      | 12/30 [00:01<00:01, 10.17it/s]") is None
+
+
+def test_epoch_and_stage_lines():
+    assert progress.parse_epoch("epoch 1/2") == (1, 2)
+    assert progress.parse_epoch("epoch is incremented.") is None
+    staged = [progress.parse_stage(x) for x in lines("kohya_cpu_epoch1.log")]
+    assert "caching latents" in staged and "sampling" in staged and "saving" in staged
+
+
+def follow(name, tmp_path, **kw):
+    out = io.StringIO()
+    f = progress.Follower(tmp_path / "status.json", tmp_path / "loss.jsonl", progress.Status(), tty=False,
+                          out=out, plain_every=0, **kw)
+    for line in lines(name):
+        f.feed(line)
+    f.flush()
+    return f, out.getvalue()
+
+
+def test_follower_writes_status_and_loss_history(tmp_path):
+    f, shown = follow("kohya_cpu_epoch1.log", tmp_path)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["step"] == 20 and status["total"] == 40 and status["epoch"] == 2
+    assert status["stage"] in ("training", "sampling", "saving")
+    history = [json.loads(x) for x in (tmp_path / "loss.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == list(range(1, 21))
+    assert history[0]["loss"] == 0.926 and history[1]["loss"] == 0.736  # each step's own loss, not the stale one
+    assert "step 20/40 (50%)" in shown
+    assert "10.17it/s" not in shown  # the sampler's bars stay in the log
+
+
+def test_follower_after_resume_counts_the_whole_run(tmp_path):
+    # kohya's bar restarts at 0/40 after --resume (its miscount); bespoke offsets by the finished epoch.
+    f, shown = follow("kohya_cpu_resume.log", tmp_path, step_offset=20, total=40)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["step"] == 40 and status["total"] == 40
+    assert "step 21/40" in shown or "step 22/40" in shown
+    assert "step 60/" not in shown
+
+
+def test_tty_keeps_one_line(tmp_path):
+    out = io.StringIO()
+    f = progress.Follower(tmp_path / "s.json", None, progress.Status(), tty=True, out=out)
+    f.feed("steps:  10%|█         | 4/40 [00:04<00:36,  1.00s/it, avr_loss=0.5]")
+    f.feed("steps:  12%|█▎        | 5/40 [00:05<00:35,  1.00s/it, avr_loss=0.4]")
+    f.feed("INFO something")
+    text = out.getvalue()
+    assert text.count("\r\033[K") >= 2 and "\n" not in text.split("INFO")[0]
+    assert "ETA 0:00:35" in text

@@ -1,0 +1,159 @@
+"""`bespoke train` end to end with a FAKE sd-scripts child (tests/fakes/fake_kohya.py) replaying real output."""
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from bespoke import pipeline, proc, runs
+from bespoke.errors import BespokeError, TrainingError
+
+FAKE = Path(__file__).parent / "fakes" / "fake_kohya.py"
+RECORDING = Path(__file__).parent / "data" / "kohya_cpu_epoch1.log"
+RESUMED = Path(__file__).parent / "data" / "kohya_cpu_resume.log"
+
+
+def fake_spawn(mode, seen=None, recording=None):
+    """The process seam, replaced: run the fake child with the recipe's arguments."""
+
+    def spawn(argv, env, cwd=None):
+        i = next(i for i, a in enumerate(argv) if a.endswith("sdxl_train_network.py"))
+        if seen is not None:
+            seen.append(argv)
+        return proc.spawn([sys.executable, str(FAKE), str(recording or RECORDING), mode, *argv[i + 1:]], env, cwd)
+
+    return spawn
+
+
+@pytest.fixture
+def ready(workspace, data_dir, tmp_path, monkeypatch):
+    """A prepared workspace, a fake sd-scripts folder and a local base model file."""
+    sd = tmp_path / "sd-scripts"
+    sd.mkdir()
+    (sd / "sdxl_train_network.py").write_text("# fake: never run, the seam runs tests/fakes/fake_kohya.py\n")
+    (sd / ".bespoke-commit").write_text("0" * 40)
+    monkeypatch.setenv("SD_SCRIPTS_DIR", str(sd))
+    for var in ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE", "TORCH_HOME",
+                "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "BESPOKE_SET"):
+        monkeypatch.delenv(var, raising=False)
+    base = tmp_path / "base.safetensors"
+    base.write_bytes(b"fake weights")
+    pipeline.prepare(workspace, data_dir, pipeline.PrepareOptions(resolution=(64, 64)))
+    return workspace, [f"pretrained_model_name_or_path={base}", "max_train_epochs=3", "resolution=64,64"]
+
+
+def opts(overrides, mode="ok", **kw):
+    spawn = fake_spawn(mode, kw.pop("seen", None), kw.pop("recording", None))
+    return pipeline.TrainOptions(overrides=tuple(overrides), cpu=True, spawn=spawn, **kw)
+
+
+def test_fresh_run_writes_loras_done_and_status(ready):
+    ws, overrides = ready
+    seen = []
+    assert pipeline.train(ws, opts(overrides, seen=seen)) == 0
+    out = ws / "output"
+    done = json.loads((out / "DONE.json").read_text())
+    assert [e["file"] for e in done["epochs"]] == [
+        "bespoke_baby_sdxl-000001.safetensors", "bespoke_baby_sdxl-000002.safetensors", "bespoke_baby_sdxl.safetensors"]
+    assert all(len(e["sha256"]) == 64 for e in done["epochs"])
+    assert (out / "bespoke_baby_sdxl-000003.safetensors").read_bytes() == b"fake lora epoch 3"  # the notes' name
+    status = json.loads((out / "status.json").read_text())
+    assert status["stage"] == "done" and status["total"] == 3 * 15  # 3 images x 10 / 2 = 15 steps an epoch
+    argv = seen[0]
+    assert "--cpu" in argv and "--mixed_precision" in argv and "--save_state" in argv
+    assert "--sample_prompts=" + str(out / "sample-prompts.txt") in argv
+    assert len((out / "sample-prompts.txt").read_text().splitlines()) == 4
+    log = Path(status["log"])
+    assert log.parent == out / "logs" and b"caching latents" in log.read_bytes()
+
+
+def test_second_run_after_done_is_a_no_op(ready, capsys):
+    ws, overrides = ready
+    pipeline.train(ws, opts(overrides))
+    before = (ws / "output" / "DONE.json").read_bytes()
+    assert pipeline.train(ws, opts(overrides, mode="fail:3")) == 0  # the child is never started
+    assert (ws / "output" / "DONE.json").read_bytes() == before
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_different_recipe_never_overwrites_a_finished_run(ready):
+    ws, overrides = ready
+    pipeline.train(ws, opts(overrides))
+    with pytest.raises(BespokeError, match="finished run with a different recipe"):
+        pipeline.train(ws, opts([*overrides, "network_dim=64"]))
+    assert pipeline.train(ws, opts([*overrides, "network_dim=64"], force=True)) == 0
+    (archived,) = (ws / "archive").iterdir()
+    assert (archived / "DONE.json").exists() and (archived / "bespoke_baby_sdxl.safetensors").exists()
+
+
+def _states(out, complete_epoch, partial_epoch):
+    """What an interrupted run leaves: its finished epochs' LoRAs, their state, and a half-written state."""
+    for e in range(1, complete_epoch + 1):
+        (out / f"bespoke_baby_sdxl-{e:06d}.safetensors").write_bytes(b"earlier epoch")
+    for e, files in ((complete_epoch, runs.STATE_FILES + ("model.safetensors",)), (partial_epoch, ("train_state.json",))):
+        state = out / f"bespoke_baby_sdxl-{e:06d}-state"
+        state.mkdir(parents=True)
+        for f in files:
+            (state / f).write_text("{}")
+
+
+def test_resume_from_the_newest_complete_state(ready):
+    ws, overrides = ready
+    overrides = [o for o in overrides if not o.startswith("max_train_epochs")] + ["max_train_epochs=2"]
+    out = ws / "output"
+    with pytest.raises(TrainingError):
+        pipeline.train(ws, opts(overrides, mode="fail:1"))
+    _states(out, 1, 2)  # epoch 1 finished; epoch 2's state was cut off mid-write
+    seen = []
+    assert pipeline.train(ws, opts(overrides, seen=seen, recording=RESUMED)) == 0
+    assert f"--resume={out / 'bespoke_baby_sdxl-000001-state'}" in seen[0]
+    status = json.loads((out / "status.json").read_text())
+    assert status["step"] == status["total"] == 30  # kohya's bar restarts at 0/20; bespoke counts the whole run
+
+
+def test_resume_that_restarts_at_epoch_1_is_refused(ready):
+    ws, overrides = ready
+    overrides = [o for o in overrides if not o.startswith("max_train_epochs")] + ["max_train_epochs=2"]
+    with pytest.raises(TrainingError):
+        pipeline.train(ws, opts(overrides, mode="fail:1"))
+    _states(ws / "output", 1, 2)
+    with pytest.raises(TrainingError, match="resumed at epoch 1/2, expected 2/2"):
+        pipeline.train(ws, opts(overrides, recording=RECORDING))  # replays a run that starts at epoch 1
+
+
+def test_failure_maps_to_a_known_fix(ready, tmp_path, monkeypatch):
+    ws, overrides = ready
+    oom = tmp_path / "oom.log"
+    oom.write_bytes(RECORDING.read_bytes() + b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n")
+    monkeypatch.setattr(sys.modules[__name__], "RECORDING", oom)
+    with pytest.raises(TrainingError) as e:
+        pipeline.train(ws, opts(overrides, mode="fail:1"))
+    assert "out of memory" in e.value.what and "train_batch_size=1" in e.value.fix and "train-" in e.value.where
+    status = json.loads((ws / "output" / "status.json").read_text())
+    assert status["stage"] == "failed" and "OutOfMemoryError" in status["last_error"]
+
+
+def test_sigterm_is_forwarded_and_recorded(ready):
+    ws, overrides = ready
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    code = pipeline.train(ws, opts(overrides, mode="hang", grace=10))
+    timer.cancel()
+    assert code == 143
+    assert (ws / "output" / "fake-got-sigterm").read_text() == str(int(signal.SIGTERM))
+    status = json.loads((ws / "output" / "status.json").read_text())
+    assert status["stage"] == "interrupted" and "interrupted at step" in status["message"]
+
+
+def test_dry_run_prints_math_and_one_command_and_starts_nothing(ready, capsys):
+    ws, overrides = ready
+    assert pipeline.train(ws, opts(overrides, mode="fail:9", dry_run=True)) == 0
+    out = capsys.readouterr().out
+    assert "3 x 10 = 30" in out and "15 x 3 epochs = 45" in out
+    (cmd,) = [line for line in out.splitlines() if "accelerate.commands.launch" in line]
+    assert cmd.startswith("cd ") and "HF_HOME=" in cmd and "--network_dim=128" in cmd
+    assert not (ws / "output" / "run.json").exists()
