@@ -127,6 +127,9 @@ def train_options(f):
     opts = [
         set_option,
         click.option("--dry-run", is_flag=True, help="Print the training math and the launch command; start nothing."),
+        click.option("--profile", default=None, envvar="BESPOKE_PROFILE",
+                     help="Speed profile: exact (the notes' command, default) or one proven equivalent "
+                     "(env BESPOKE_PROFILE; see bench/RESULTS.md)."),
         click.option("--force", is_flag=True,
                      help="Move a run with a different recipe or data to $WS/archive/ and start fresh."),
         click.option("--num-machines", default=1, show_default=True, help="accelerate multi-node: machines."),
@@ -139,12 +142,12 @@ def train_options(f):
     return f
 
 
-def _train_opts(overrides, dry_run, force, num_machines, machine_rank, main_process_ip, main_process_port):
+def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, main_process_ip, main_process_port):
     from bespoke.kohya import Machines
     from bespoke.pipeline import TrainOptions
 
     env_sets = os.environ.get("BESPOKE_SET", "").split()
-    return TrainOptions(overrides=(*env_sets, *overrides), dry_run=dry_run, force=force,
+    return TrainOptions(overrides=(*env_sets, *overrides), dry_run=dry_run, force=force, profile=profile,
                         machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bespoke import dataset, kohya, model, preflight, progress, recipe, runs, tokens
+from bespoke import dataset, kohya, model, preflight, profiles, progress, recipe, runs, tokens
 from bespoke.errors import BespokeError, DataError, TrainingError
 from bespoke.fsutil import atomic_write_text
 from bespoke.preflight import ERROR, INFO, OK, WARN, Finding
@@ -49,6 +49,7 @@ class TrainOptions:
     spawn: object = None  # the process seam, replaced by tests
     on_line: object = None
     sample_size: tuple[int, int] | None = None  # the smoke run samples small
+    profile: str | None = None  # bespoke.profiles: exact (default) or a proven faster one
 
 
 def print_findings(findings: list[Finding]) -> None:
@@ -153,7 +154,9 @@ def train(ws: Path, opts: TrainOptions) -> int:
             tokens_ok = True
         except BespokeError:
             pass  # sd-scripts downloads them itself when online
-    r = recipe.build(ws, opts.overrides, tokenizer_dir=tok_dir, xformers_available=preflight.xformers_available())
+    profile = profiles.get(opts.profile or os.environ.get("BESPOKE_PROFILE"))
+    r = recipe.build(ws, (*profile.overrides, *opts.overrides), tokenizer_dir=tok_dir,
+                     xformers_available=preflight.xformers_available())
     for w in r.warnings:
         echo(click.style("warning: ", fg="yellow") + w)
     if tuple(manifest["resolution"]) != recipe.resolution(r):
@@ -185,7 +188,8 @@ def train(ws: Path, opts: TrainOptions) -> int:
     if local and tokens_ok:
         env["HF_HUB_OFFLINE"] = "1"
     # A wrapper script (the smoke test's tiny model) takes sd-scripts' script as its first argument.
-    script, script_args = (opts.script, [str(sd.script)]) if opts.script else (sd.script, [])
+    wrapper = opts.script or profile.launcher_path()
+    script, script_args = (wrapper, [str(sd.script)]) if wrapper else (sd.script, [])
     argv = kohya.launch_argv(script, script_args + r.argv(), gpus, mixed_precision=str(r.get("mixed_precision", "no")),
                              machines=opts.machines)
 
@@ -193,6 +197,7 @@ def train(ws: Path, opts: TrainOptions) -> int:
     for line in math.lines():
         echo(f"  {line}")
     echo(f"base model: {model_note}")
+    echo(f"profile: {profile.name} ({profile.note})")
     for name, why in r.added.items():
         echo(f"  + --{name}: {why}")
     if plan.note:
