@@ -103,6 +103,9 @@ def report(s: settings.Settings, env: dict[str, str], command: list[str], servic
     sd_dir = Path(env.get("SD_SCRIPTS_DIR") or "/opt/sd-scripts")
     sd_line, sd_problem = survey.sd_scripts_line(sd_dir, survey.pinned_commit())
     warnings += [w for w in (gpu_problem, sd_problem) if w]
+    if s.pod_id and s.on_finish == "exit":
+        warnings.append("BESPOKE_ON_FINISH=exit on RunPod: RunPod restarts a container that exits, and the "
+                        "restarted run finds DONE.json and exits again; fix: BESPOKE_ON_FINISH=sleep or stop")
     versions = survey.library_versions()
     say(f"workspace   {survey.disk_line(s.workspace)}"
         f"{'' if mounts.is_mounted(s.workspace) else ' (not a volume)'}")

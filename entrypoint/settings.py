@@ -124,6 +124,10 @@ def child_env(environ: dict[str, str], workspace: Path, pipeline: bool) -> dict[
     home = env.get("HOME") or "/"
     if not os.access(home, os.W_OK):  # e.g. docker run --user 1000:1000, where HOME=/
         env["HOME"] = str(workspace / ".cache" / "home")
+        try:
+            Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # an unwritable workspace is reported by the mount check and by bespoke's preflight
     env.setdefault("PYTHONUNBUFFERED", "1")
     if pipeline:
         env.pop("BESPOKE_SET", None)

@@ -236,7 +236,7 @@ def test_child_env_consumes_bespoke_set_only_for_the_pipeline(env):
 def test_child_env_gives_a_writable_home_when_the_users_is_not(env, tmp_path):
     ws = Path(env["BESPOKE_WORKSPACE"])
     child = settings.child_env({**env, "HOME": str(tmp_path / "no-such-home")}, ws, pipeline=True)
-    assert child["HOME"] == str(ws / ".cache" / "home")
+    assert child["HOME"] == str(ws / ".cache" / "home") and Path(child["HOME"]).is_dir()
     assert settings.child_env(env, ws, pipeline=True)["HOME"] == env["HOME"]
 
 
@@ -385,6 +385,12 @@ def test_default_command_runs_bespoke_run_with_env_options_and_exits(seam, env, 
     assert "on finish   exit (default off RunPod)" in out
     assert "not a mounted volume" in out  # tmp_path is no mount point
     assert not any("tensorboard" in " ".join(a) for a in seam.argvs())
+
+
+def test_exit_on_runpod_warns_about_the_restart_loop(seam, env, capsys):
+    environ = {**env, "RUNPOD_POD_ID": "pod123", "BESPOKE_ON_FINISH": "exit", "BESPOKE_TENSORBOARD": "0"}
+    assert main.main([], environ) == 0
+    assert "warning: BESPOKE_ON_FINISH=exit on RunPod" in capsys.readouterr().out
 
 
 def test_tensorboard_runs_beside_the_pipeline_unless_turned_off(seam, env, monkeypatch, tmp_path):
