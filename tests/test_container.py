@@ -294,6 +294,13 @@ def test_every_env_var_the_entrypoint_reads_is_documented():
         assert f"| `{var}`" in table, var
 
 
+def test_every_env_var_the_cli_reads_is_documented():
+    cli = (ROOT / "bespoke" / "cli.py").read_text()
+    table = (ROOT / "docs" / "container.md").read_text()
+    for var in sorted(set(re.findall(r"""envvar=["'](BESPOKE_[A-Z_]+)["']""", cli))):
+        assert f"| `{var}`" in table, f"{var} (an option of the bespoke CLI) is missing from docs/container.md"
+
+
 # --- workflow hygiene ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["ci.yml", "image.yml"])
