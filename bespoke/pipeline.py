@@ -143,9 +143,6 @@ def train(ws: Path, opts: TrainOptions) -> int:
     ws = Path(ws)
     t0 = time.time()
     preflight.apply_cache_env(ws)
-    manifest = dataset.read_manifest(ws)
-    if manifest is None:
-        raise BespokeError("no prepared data", str(ws / "training_data"), "run `bespoke prepare` (or `bespoke run`)")
     tok_dir = tokens.default_dir(ws)
     tokens_ok = tokens.present(tok_dir)
     if not tokens_ok:
@@ -159,6 +156,9 @@ def train(ws: Path, opts: TrainOptions) -> int:
                      xformers_available=preflight.xformers_available())
     for w in r.warnings:
         echo(click.style("warning: ", fg="yellow") + w)
+    manifest = dataset.read_manifest(ws)
+    if manifest is None:
+        raise BespokeError("no prepared data", str(ws / "training_data"), "run `bespoke prepare` (or `bespoke run`)")
     if tuple(manifest["resolution"]) != recipe.resolution(r):
         echo(click.style("warning: ", fg="yellow") + f"data was prepared at {manifest['resolution']}, the recipe "
              f"trains at {r.get('resolution')}; run `bespoke prepare --resolution` to match")

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from bespoke.errors import BespokeError
@@ -53,6 +54,8 @@ def _bpe_gz() -> Path:
 def _quiet_transformers():
     # transformers without torch prints an advisory at import, and a length warning per long caption.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # bespoke sets TRANSFORMERS_CACHE on purpose (older libraries in the image read only that name)
+    warnings.filterwarnings("ignore", message="Using `TRANSFORMERS_CACHE` is deprecated", category=FutureWarning)
     from transformers.utils import logging
 
     logging.set_verbosity_error()
