@@ -261,7 +261,7 @@ def test_compose_template_and_workflow_name_the_same_image():
     image_yml = workflow("image.yml")
     assert image_yml["env"]["IMAGE_NAME"] == name
     assert 'image=ghcr.io/${GITHUB_REPOSITORY_OWNER,,}/${IMAGE_NAME}' in (WORKFLOWS / "image.yml").read_text()
-    for doc in ("docs/runpod.md", "docs/container.md", ".env.example"):
+    for doc in ("docs/runpod.md", "docs/container.md", "README.md", ".env.example"):
         assert published in (ROOT / doc).read_text(), doc
 
 
@@ -287,18 +287,18 @@ def test_every_env_var_the_entrypoint_reads_is_documented():
         read |= set(re.findall(r"""environ\.get\(["']([A-Z_]+)["']""", path.read_text()))
         read |= set(re.findall(r"""\(environ, ["']([A-Z_]+)["']""", path.read_text()))
     assert {"BESPOKE_ON_FINISH", "BESPOKE_SET", "BESPOKE_TENSORBOARD", "PUBLIC_KEY", "RUNPOD_POD_ID"} <= read
-    table = (ROOT / "docs" / "container.md").read_text()
+    table = (ROOT / "README.md").read_text()
     for var in sorted(read | {"BESPOKE_DATA", "BESPOKE_EXPECT", "BESPOKE_ARGS", "BESPOKE_DEBUG"}):
-        assert f"| `{var}`" in table, f"{var} is missing from docs/container.md's table"
+        assert f"| `{var}`" in table, f"{var} is missing from the README's configuration table"
     for var in template()["env"]:
         assert f"| `{var}`" in table, var
 
 
 def test_every_env_var_the_cli_reads_is_documented():
     cli = (ROOT / "bespoke" / "cli.py").read_text()
-    table = (ROOT / "docs" / "container.md").read_text()
+    table = (ROOT / "README.md").read_text()
     for var in sorted(set(re.findall(r"""envvar=["'](BESPOKE_[A-Z_]+)["']""", cli))):
-        assert f"| `{var}`" in table, f"{var} (an option of the bespoke CLI) is missing from docs/container.md"
+        assert f"| `{var}`" in table, f"{var} (an option of the bespoke CLI) is missing from the README's table"
 
 
 # --- workflow hygiene ----------------------------------------------------------------------------
