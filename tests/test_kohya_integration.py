@@ -1,0 +1,41 @@
+"""The real sd-scripts: the flag list and the whole smoke pipeline. Marked `kohya`: they need sd-scripts
+(SD_SCRIPTS_DIR) and its environment (torch, sd-scripts' requirements).
+
+Enable with:  make kohya-env sd-scripts && SD_SCRIPTS_DIR=.cache/sd-scripts .venv-kohya/bin/pytest -m kohya
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SD = os.environ.get("SD_SCRIPTS_DIR")
+needs_kohya = pytest.mark.skipif(
+    not (SD and Path(SD, "sdxl_train_network.py").is_file() and importlib.util.find_spec("torch")),
+    reason="needs sd-scripts and its environment: make kohya-env sd-scripts, then "
+    "SD_SCRIPTS_DIR=.cache/sd-scripts .venv-kohya/bin/pytest -m kohya",
+)
+pytestmark = [pytest.mark.kohya, needs_kohya]
+
+
+def test_flag_list_is_what_sd_scripts_accepts(tmp_path):
+    out = tmp_path / "flags.json"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "dump_flags.py"), str(out)], check=True,
+                   capture_output=True)
+    committed = json.loads((ROOT / "bespoke" / "data" / "sdxl_train_network_flags.json").read_text())
+    assert json.loads(out.read_text())["flags"] == committed["flags"]
+
+
+@pytest.mark.slow
+def test_smoke_pipeline(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bespoke", "smoke-test", "--workspace", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "smoke test passed" in r.stdout and "FAIL" not in r.stdout.split("smoke checks:")[1]
+    done = json.loads((tmp_path / "output" / "DONE.json").read_text())
+    assert [e["epoch"] for e in done["epochs"]] == [1, 2]
