@@ -107,11 +107,10 @@ def prepare_options(f):
 
 
 def _prepare_opts(overrides, repeats, concept, expect, size, upscale, resolution, caption_prefix, triggers):
-    from bespoke import recipe, tokens
+    from bespoke import recipe
 
     if resolution is None:
-        r = recipe.build(Path("."), overrides, tokenizer_dir=tokens.default_dir(Path(".")))
-        res = recipe.resolution(r)
+        res = recipe.resolution_for(overrides)
     else:
         try:
             w, _, h = resolution.partition(",")

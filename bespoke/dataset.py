@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bespoke import __version__, tokens
 from bespoke.errors import DataError
-from bespoke.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from bespoke.fsutil import atomic_write_bytes, atomic_write_json
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 CAPTION_EXT = ".txt"
@@ -336,7 +336,7 @@ def _audit_tokens(ds: Dataset, tok_dir: Path) -> None:
 class Layout:
     folder: Path
     rebuilt: bool
-    steps_images: int
+    images: int
 
 
 def layout_key(ds: Dataset, repeats: int, concept: str, resolution: tuple[int, int], upscale: str) -> str:
@@ -421,6 +421,3 @@ def write_preview(ds: Dataset, path: Path, scale: int = 4, gap: int = 2) -> Path
 def summary(ds: Dataset) -> str:
     return f"{len(ds.items)} images with captions from {ds.source}"
 
-
-__all__ = ["Rules", "Dataset", "Item", "find_input", "load", "lay_out", "write_preview", "read_manifest",
-           "atomic_write_text"]

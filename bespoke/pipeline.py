@@ -1,4 +1,4 @@
-"""The stages in order: check -> prepare -> train (-> evaluate). Each is a function the CLI calls."""
+"""The stages in order: check -> prepare -> train -> evaluate. Each is a function the CLI calls."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bespoke import dataset, kohya, model, preflight, profiles, progress, recipe, runs, tokens
+from bespoke import dataset, evaluate, kohya, model, preflight, profiles, progress, recipe, runs, tokens
 from bespoke.errors import BespokeError, DataError, TrainingError
 from bespoke.fsutil import atomic_write_text
 from bespoke.preflight import ERROR, INFO, OK, WARN, Finding
@@ -293,10 +293,6 @@ class _EpochAlarm:
             return
         self.last = epoch
         try:
-            from bespoke import evaluate
-        except ImportError:
-            return
-        try:
             line, photo_like = evaluate.epoch_alarm(self.ws, epoch, None)
         except BespokeError:
             return
@@ -313,10 +309,6 @@ class _EpochAlarm:
 
 def evaluate_after_training(ws: Path) -> int:
     """Score the epochs and write the report; a failing report never fails a finished training."""
-    try:
-        from bespoke import evaluate
-    except ImportError:
-        return 0
     try:
         evaluate.evaluate(Path(ws))
     except BespokeError as e:

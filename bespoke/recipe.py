@@ -216,6 +216,18 @@ def training_math(recipe: Recipe, images: int, repeats: int, gpus: int) -> Train
                         int(recipe.get("max_train_epochs", 1)), int(recipe.get("gradient_accumulation_steps", 1)))
 
 
-def resolution(recipe: Recipe) -> tuple[int, int]:
-    parts = [int(p) for p in str(recipe.get("resolution", "1024,1024")).split(",")]
+def _pair(value) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in str(value).split(",")]
+    except ValueError:
+        raise RecipeError(f"resolution '{value}' is not W,H", "--set resolution", "e.g. --set resolution=1024,1024") from None
     return (parts[0], parts[-1])
+
+
+def resolution_for(overrides=()) -> tuple[int, int]:
+    """The training resolution the recipe will use with these overrides."""
+    return _pair(dict(parse_override(o) for o in overrides).get("resolution", dict(NOTES)["resolution"]))
+
+
+def resolution(r: Recipe) -> tuple[int, int]:
+    return _pair(r.get("resolution", dict(NOTES)["resolution"]))

@@ -104,10 +104,8 @@ def run(workspace: Path | None = None) -> int:
 
 
 def _evaluate(ws: Path) -> list[tuple[str, bool, str]]:
-    try:
-        from bespoke import evaluate
-    except ImportError:
-        return []
+    from bespoke import evaluate
+
     evaluate.evaluate(ws)
     report = ws / "output" / "report"
     data = json.loads((report / "report.json").read_text())
