@@ -212,21 +212,34 @@ def runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:
 
 
 def check_libraries(gpu_present: bool) -> list[Finding]:
+    """xformers and bitsandbytes import, and on a GPU run one tiny kernel each: a broken CUDA setup
+    often imports fine and fails at the first step."""
     out = []
     try:
         xf = importlib.import_module("xformers")
-        importlib.import_module("xformers.ops")
-        out.append(Finding(OK, "xformers", f"xformers {xf.__version__}"))
-    except Exception as e:  # noqa: BLE001 — any import failure means: fall back to SDPA
-        out.append(Finding(WARN, "xformers", f"xformers not importable ({type(e).__name__})",
+        ops = importlib.import_module("xformers.ops")
+        if gpu_present:
+            import torch
+
+            q = torch.randn(1, 16, 2, 64, device="cuda", dtype=torch.bfloat16)
+            ops.memory_efficient_attention(q, q, q)
+        out.append(Finding(OK, "xformers", f"xformers {xf.__version__}" + (" (attention ran)" if gpu_present else "")))
+    except Exception as e:  # noqa: BLE001 — any failure means: fall back to SDPA
+        out.append(Finding(WARN, "xformers", f"xformers not usable ({type(e).__name__}: {e})"[:200],
                            "training uses --sdpa instead (same math, PyTorch attention)"))
     try:
         bnb = importlib.import_module("bitsandbytes")
-        out.append(Finding(OK, "bitsandbytes", f"bitsandbytes {bnb.__version__}"))
+        if gpu_present:
+            import torch
+
+            p = torch.nn.Parameter(torch.ones(8192, device="cuda"))  # >= 4096 elements: the 8-bit path
+            p.grad = torch.ones_like(p)
+            bnb.optim.AdamW8bit([p]).step()
+        out.append(Finding(OK, "bitsandbytes", f"bitsandbytes {bnb.__version__}" + (" (AdamW8bit ran)" if gpu_present else "")))
     except Exception as e:  # noqa: BLE001
         out.append(Finding(ERROR if gpu_present else WARN, "bitsandbytes",
-                           f"bitsandbytes not importable ({type(e).__name__}: {e})"[:200],
-                           "AdamW8bit needs it: pip install -r requirements/sd-scripts.txt"))
+                           f"bitsandbytes not usable ({type(e).__name__}: {e})"[:200],
+                           "AdamW8bit needs it: use the bespoke image, or pip install -r requirements/sd-scripts.txt"))
     return out
 
 

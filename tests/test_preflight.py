@@ -1,3 +1,5 @@
+import pytest
+
 from bespoke import preflight
 from bespoke.preflight import ERROR, OK, WARN, Gpu
 
@@ -90,3 +92,16 @@ def test_gpus_is_none_without_torch():
 
         pytest.skip("torch is installed here; the core test environment (make test) has none")
     assert preflight.gpus() is None
+
+
+def test_libraries_without_a_gpu_only_import():
+    findings = {f.check: f for f in preflight.check_libraries(gpu_present=False)}
+    assert set(findings) == {"xformers", "bitsandbytes"}
+    assert findings["bitsandbytes"].severity in (OK, WARN)  # never an error without a GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (preflight.gpus() or []), reason="needs a CUDA GPU: run on the GPU machine")
+def test_libraries_run_a_kernel_on_the_gpu():
+    findings = {f.check: f for f in preflight.check_libraries(gpu_present=True)}
+    assert findings["bitsandbytes"].severity == OK and "ran" in findings["bitsandbytes"].message
