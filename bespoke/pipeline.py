@@ -168,21 +168,22 @@ def train(ws: Path, opts: TrainOptions) -> int:
     output = ws / "output"
     output_name = str(r.get("output_name"))
 
-    hub = os.environ.get("HF_HUB_CACHE")
-    ref = str(r.get("pretrained_model_name_or_path"))
-    if opts.dry_run:
-        local = model.cached(ref, hub)
-        model_note = f"{local}" if local else f"{ref} (downloaded to {hub} on the first run)"
-    else:
-        local = model.resolve(ref, hub)
-        model_note = local
-    if local:
-        r.set("pretrained_model_name_or_path", str(local))
-
+    # The run's identity uses the model as named, so a finished run is recognised without the download.
     key = runs.run_key(r.argv(), manifest["dataset_hash"])
     plan = runs.plan(output, key, output_name, force=opts.force and not opts.dry_run)
+    if plan.action == "done" and not opts.dry_run:
+        echo(f"nothing to do: this recipe and data finished already ({output / runs.DONE_FILE}); "
+             "change the recipe or data, or --force to train again")
+        return 0
     if plan.state is not None:
         r.set("resume", str(plan.state), "continue from the newest saved state")
+
+    hub = os.environ.get("HF_HUB_CACHE")
+    ref = str(r.get("pretrained_model_name_or_path"))
+    local = model.cached(ref, hub) if opts.dry_run else model.resolve(ref, hub)
+    model_note = str(local) if local else f"{ref} (downloaded to {hub} on the first run)"
+    if local:
+        r.set("pretrained_model_name_or_path", str(local))
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if local and tokens_ok:
@@ -207,10 +208,6 @@ def train(ws: Path, opts: TrainOptions) -> int:
         echo("launch command:")
         echo(f"cd {kohya.shell_line([str(sd.path)])} && {kohya.shell_line(argv, shown_env)}")
         return 0
-    if plan.action == "done":
-        echo(f"nothing to do: this recipe and data finished already ({output / runs.DONE_FILE}); "
-             "change the recipe or data, or --force to train again")
-        return 0
 
     output.mkdir(parents=True, exist_ok=True)
     w, h = opts.sample_size or recipe.resolution(r)
@@ -223,7 +220,8 @@ def train(ws: Path, opts: TrainOptions) -> int:
     follower = progress.Follower(output / "status.json", output / "logs" / "loss.jsonl", status,
                                  step_offset=plan.state_epoch * math.steps_per_epoch, total=math.total_steps)
     check_resume = _ResumeCheck(plan.state_epoch, epochs) if plan.action == "resume" else None
-    hooks = [h for h in (opts.on_line, check_resume, _EpochAlarm(ws, follower)) if h is not None]
+    alarm = _EpochAlarm(ws, follower)
+    hooks = [h for h in (opts.on_line, check_resume, alarm) if h is not None]
 
     def on_line(line: str) -> None:
         for hook in hooks:
@@ -251,7 +249,7 @@ def train(ws: Path, opts: TrainOptions) -> int:
         "durations": {"train_seconds": round(outcome.seconds, 1), "total_seconds": round(time.time() - t0, 1)},
         "math": {"steps_per_epoch": math.steps_per_epoch, "total_steps": math.total_steps, "gpus": gpus},
     })
-    hooks[-1].final(epochs)
+    alarm.final(epochs)
     follower.set(stage="done", step=math.total_steps, message=f"{len(done['epochs'])} epoch LoRAs in {output}")
     echo(f"done: {len(done['epochs'])} LoRA files in {output} ({outcome.seconds:.0f} s)")
     return 0
