@@ -97,6 +97,10 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
             model_cached=model.cached(str(r.get("pretrained_model_name_or_path")), str(hub)) is not None,
         )
         findings += preflight.check_disk(terms, free)
+        if r.get("save_precision") not in ("fp16", "bf16"):
+            lora = next(t.bytes for t in terms if t.name.startswith("LoRA files"))
+            findings.append(Finding(INFO, "disk", f"--set save_precision=bf16 would halve the LoRA files: "
+                                    f"{lora / 2 / preflight.GB:.2f} GB instead of {lora / preflight.GB:.2f} GB"))
     return findings
 
 

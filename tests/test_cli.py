@@ -94,3 +94,10 @@ def test_workspace_defaults_from_env(cmd):
     command = cli.commands[cmd]
     ws = next(p for p in command.params if p.name == "workspace")
     assert ws.envvar == "BESPOKE_WORKSPACE" and ws.default == "/workspace"
+
+
+def test_check_shows_the_save_precision_saving(tmp_path):
+    r = run("check", "--workspace", str(tmp_path))
+    assert "save_precision=bf16 would halve the LoRA files: 9.10 GB instead of 18.20 GB" in r.output
+    r = run("check", "--workspace", str(tmp_path), "--set", "save_precision=bf16")
+    assert "LoRA files (10 x 0.91 GB)" in r.output and "would halve" not in r.output
