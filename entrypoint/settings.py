@@ -6,6 +6,7 @@ A RunPod template has only env vars, so every choice the container makes can be 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def from_env(environ: dict[str, str]) -> Settings:
         tensorboard=flag(environ, "BESPOKE_TENSORBOARD", default=True),
         public_key=(environ.get("PUBLIC_KEY") or "").strip() or None,
         pod_id=environ.get("RUNPOD_POD_ID") or None,
-        run_args=(*set_args(environ.get("BESPOKE_SET", "")), *extra_args(environ.get("BESPOKE_ARGS", ""))),
+        run_args=(*set_args(environ.get("BESPOKE_SET", "")), *extra_args(environ.get("BESPOKE_ARGS", ""), environ)),
     )
 
 
@@ -93,8 +94,13 @@ def set_args(value: str) -> list[str]:
     return out
 
 
-def extra_args(value: str) -> list[str]:
-    """BESPOKE_ARGS: more options for `bespoke run`, shell-split (e.g. "--expect 203 --repeats 10")."""
+def extra_args(value: str, environ: dict[str, str] | None = None) -> list[str]:
+    """BESPOKE_ARGS: more options for `bespoke run`, shell-split (e.g. "--expect 203 --repeats 10").
+
+    ${VAR} and $VAR are expanded from the container's environment, since a RunPod template cannot:
+    an Instant Cluster sets NODE_RANK, PRIMARY_ADDR... on each node (docs/runpod.md)."""
+    environ = {} if environ is None else environ
+    value = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: environ.get(m[1] or m[2], m[0]), value)
     try:
         return shlex.split(value)
     except ValueError as e:

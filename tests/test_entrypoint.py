@@ -598,3 +598,11 @@ def test_verify_sd_scripts_commit(tmp_path):
     assert verify.check_sd_scripts(sd_scripts_dir(tmp_path, PIN), PIN) == []
     (problem,) = verify.check_sd_scripts(tmp_path / "sd-scripts", "f" * 40)
     assert PIN in problem and "f" * 40 in problem
+
+
+def test_bespoke_args_expand_the_cluster_variables():
+    env = {"NUM_NODES": "2", "NODE_RANK": "1", "PRIMARY_ADDR": "10.65.0.2", "PRIMARY_PORT": "29500"}
+    args = settings.extra_args("--num-machines ${NUM_NODES} --machine-rank $NODE_RANK "
+                               "--main-process-ip ${PRIMARY_ADDR} --main-process-port ${PRIMARY_PORT} ${UNSET}", env)
+    assert args == ["--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "10.65.0.2",
+                    "--main-process-port", "29500", "${UNSET}"]
