@@ -1,0 +1,51 @@
+"""Profile selection and the sd-scripts argv each profile produces (no GPU needed)."""
+
+import pytest
+
+from bespoke import kohya, profiles, recipe
+from bespoke.errors import BespokeError
+
+
+def argv_for(name, tmp_path, user=()):
+    p = profiles.get(name)
+    r = recipe.build(tmp_path, (*p.overrides, *user), tokenizer_dir=tmp_path / "tok")
+    script = p.launcher_path() or "/opt/sd-scripts/sdxl_train_network.py"
+    return kohya.launch_argv(script, r.argv(), 1, python="python", mixed_precision=str(r.get("mixed_precision")))
+
+
+def test_exact_is_the_default():
+    assert profiles.DEFAULT == "exact"
+    assert profiles.get(None) is profiles.PROFILES["exact"]
+
+
+def test_exact_changes_nothing(tmp_path):
+    assert profiles.get("exact").overrides == () and profiles.get("exact").launcher is None
+    r = recipe.build(tmp_path, (), tokenizer_dir=tmp_path / "tok")
+    assert argv_for("exact", tmp_path)[-len(r.argv()):] == r.argv()
+
+
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(BespokeError, match="unknown profile 'turbo'") as e:
+        profiles.get("turbo")
+    assert "exact, fast" in " ".join(map(str, e.value.args))
+
+
+def test_fast_keeps_the_math(tmp_path):
+    exact, fast = argv_for("exact", tmp_path), argv_for("fast", tmp_path)
+    assert "--gradient_checkpointing" in exact and "--gradient_checkpointing" not in fast
+    # every other argument is the same: batch, precision, rank, optimizer, TE LR, scheduler, seed
+    assert [a for a in exact if a != "--gradient_checkpointing"] == fast
+    for flag in ("--train_batch_size=2", "--mixed_precision=bf16", "--network_dim=128", "--network_alpha=64",
+                 "--optimizer_type=AdamW8bit", "--text_encoder_lr=0.00005", "--lr_scheduler=cosine_with_restarts",
+                 "--seed=42"):
+        assert flag in fast
+
+
+def test_user_overrides_win_over_the_profile(tmp_path):
+    argv = argv_for("fast", tmp_path, ("gradient_checkpointing=true",))
+    assert "--gradient_checkpointing" in argv
+
+
+def test_launcher_paths_exist():
+    for p in profiles.PROFILES.values():
+        assert p.launcher_path() is None or p.launcher_path().is_file()
