@@ -132,14 +132,14 @@ def prepare(ws: Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.
 def _gpu_count(cpu: bool) -> int:
     if cpu:
         return 0
-    found = preflight.gpus()
-    if found is None:
+    count = preflight.gpu_count()
+    if count is None:
         raise TrainingError("torch is not installed", sys.executable,
                             "use the bespoke image, or `make kohya-env` and run its bespoke")
-    if not found:
+    if not count:
         raise TrainingError("no CUDA GPU is visible", "torch.cuda",
                             "run on a GPU pod with --gpus all; only `bespoke smoke-test` trains on CPU")
-    return len(found)
+    return count
 
 
 def train(ws: Path, opts: TrainOptions) -> int:

@@ -174,6 +174,16 @@ def gpus() -> list[Gpu] | None:
     return out
 
 
+def gpu_count() -> int | None:
+    """Visible CUDA GPUs without creating a CUDA context (NVML): the launcher must not hold GPU memory or a
+    context on the cards sd-scripts trains on. None when torch is not installed."""
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError:
+        return None
+    return torch.cuda.device_count()
+
+
 def check_gpus(found: list[Gpu] | None, arch_list: list[str] | None = None) -> list[Finding]:
     if found is None:
         return [Finding(WARN, "gpu", "torch not installed",
