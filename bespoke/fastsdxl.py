@@ -14,7 +14,6 @@ As a program it is accelerate's training script:  fastsdxl.py <sd-scripts>/sdxl_
 from __future__ import annotations
 
 import os
-import runpy
 import sys
 from pathlib import Path
 
@@ -41,12 +40,7 @@ def patch(sd_scripts: Path, mode: str | None = None) -> str:
     return mode
 
 
-def main() -> None:
-    script = Path(sys.argv[1]).resolve()
-    sys.argv = [str(script), *sys.argv[2:]]
-    patch(script.parent)
-    runpy.run_path(str(script), run_name="__main__")
-
-
 if __name__ == "__main__":
-    main()
+    from bespoke.kohya import run_patched
+
+    run_patched(patch)

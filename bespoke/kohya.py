@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import select
 import signal
 import sys
@@ -74,6 +75,18 @@ def check(environ: dict | None = None) -> list[Finding]:
         return [Finding(WARN, "sd-scripts", f"{sd.path} is at {sd.commit[:12]}, bespoke pins {pin[:12]}",
                         f"git -C {sd.path} checkout {pin}")]
     return [Finding(OK, "sd-scripts", f"{sd.path} at the pinned commit {pin[:12]}")]
+
+
+def run_patched(patch) -> None:
+    """The main of a launcher script (tinysdxl.py, fastsdxl.py) that accelerate runs in place of sd-scripts'
+    script: argv[1] is sd-scripts' training script; patch(its folder) rebinds what it must from outside,
+    then the unmodified script runs as __main__."""
+    here = str(Path(sys.argv[0]).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(here)]  # bespoke/*.py are not top-level
+    script = Path(sys.argv[1]).resolve()
+    sys.argv = [str(script), *sys.argv[2:]]
+    patch(script.parent)
+    runpy.run_path(str(script), run_name="__main__")
 
 
 # --- the launch command --------------------------------------------------------------------------

@@ -11,7 +11,6 @@ As a program it is accelerate's training script:  tinysdxl.py <sd-scripts>/sdxl_
 from __future__ import annotations
 
 import functools
-import runpy
 import sys
 from pathlib import Path
 
@@ -93,12 +92,7 @@ def build_checkpoint(sd_scripts: Path, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def main() -> None:
-    script = Path(sys.argv[1]).resolve()
-    sys.argv = [str(script), *sys.argv[2:]]
-    patch(script.parent)
-    runpy.run_path(str(script), run_name="__main__")
-
-
 if __name__ == "__main__":
-    main()
+    from bespoke.kohya import run_patched
+
+    run_patched(patch)
