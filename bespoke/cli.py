@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from bespoke import __version__
-from bespoke.errors import BespokeError, DataError, PreflightError
+from bespoke.errors import BespokeError, DataError
 
 DEFAULT_WORKSPACE = "/workspace"
 
@@ -214,23 +214,11 @@ def run(workspace, data, repeats, concept, expect, size, upscale, resolution, ca
       bespoke run --workspace /workspace --expect 203
     """
     from bespoke import pipeline
-    from bespoke.preflight import has_errors
 
     topts = _train_opts(**kw)
     popts = _prepare_opts(topts.overrides, repeats, concept, expect, size, upscale, resolution, caption_prefix,
                           triggers)
-    click.echo("== check")
-    findings = pipeline.check(workspace, data, topts.overrides, popts)
-    pipeline.print_findings(findings)
-    if has_errors(findings):
-        raise PreflightError("preflight found errors", str(workspace), "fix the errors in the table above")
-    click.echo("== prepare")
-    pipeline.prepare(workspace, data, popts)
-    click.echo("== train")
-    code = pipeline.train(workspace, topts)
-    if code == 0 and not topts.dry_run:
-        code = pipeline.evaluate_after_training(workspace)
-    sys.exit(code)
+    sys.exit(pipeline.run(workspace, data, popts, topts))
 
 
 @cli.command("demo-data")

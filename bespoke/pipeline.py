@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from bespoke import dataset, evaluate, kohya, model, preflight, profiles, progress, recipe, runs, tokens
-from bespoke.errors import BespokeError, DataError, TrainingError
+from bespoke.errors import BespokeError, DataError, PreflightError, TrainingError
 from bespoke.fsutil import atomic_write_text
 from bespoke.preflight import ERROR, INFO, OK, WARN, Finding
 
@@ -50,6 +50,7 @@ class TrainOptions:
     on_line: object = None
     sample_size: tuple[int, int] | None = None  # the smoke run samples small
     profile: str | None = None  # bespoke.profiles: exact (default) or a proven faster one
+    probed: dict | None = None  # bespoke.gpuprobe's answer, when the caller has one already
 
 
 def print_findings(findings: list[Finding]) -> None:
@@ -65,15 +66,18 @@ def print_findings(findings: list[Finding]) -> None:
 # --- check ---------------------------------------------------------------------------------------
 
 def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None = None,
-          free=None, gpus=None) -> list[Finding]:
+          free=None, probed: dict | None = None) -> list[Finding]:
     """Every preflight finding; the data is read and checked but nothing is written."""
     opts = opts or PrepareOptions()
     findings = preflight.check_workspace(ws)
     findings += preflight.apply_cache_env(ws) if ws.is_dir() else []
-    found = preflight.gpus() if gpus is None else gpus
-    findings += preflight.check_gpus(found)
+    probed = preflight.probe() if probed is None else probed
+    if "error" in probed:
+        findings.append(Finding(WARN, "gpu", probed["error"], "run `python -m bespoke.gpuprobe` to see why"))
+    found = preflight.gpus(probed)
+    findings += preflight.check_gpus(found, probed.get("arch_list", []))
     findings += kohya.check()
-    findings += preflight.check_libraries(bool(found))
+    findings += preflight.check_libraries(probed, bool(found))
     try:
         r = recipe.build(ws, overrides, tokenizer_dir=tokens.default_dir(ws))
     except BespokeError as e:
@@ -129,17 +133,14 @@ def prepare(ws: Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.
 
 # --- train ---------------------------------------------------------------------------------------
 
-def _gpu_count(cpu: bool) -> int:
-    if cpu:
-        return 0
-    count = preflight.gpu_count()
-    if count is None:
+def _gpu_count(probed: dict) -> int:
+    if probed.get("torch") is None:
         raise TrainingError("torch is not installed", sys.executable,
                             "use the bespoke image, or `make kohya-env` and run its bespoke")
-    if not count:
+    if not probed.get("device_count"):
         raise TrainingError("no CUDA GPU is visible", "torch.cuda",
                             "run on a GPU pod with --gpus all; only `bespoke smoke-test` trains on CPU")
-    return count
+    return probed["device_count"]
 
 
 def train(ws: Path, opts: TrainOptions) -> int:
@@ -156,8 +157,9 @@ def train(ws: Path, opts: TrainOptions) -> int:
         except BespokeError:
             pass  # sd-scripts downloads them itself when online
     profile = profiles.get(opts.profile or os.environ.get("BESPOKE_PROFILE"))
+    probed = opts.probed or preflight.probe(imports_only=True)  # `run` passes its check's probe
     r = recipe.build(ws, (*profile.overrides, *opts.overrides), tokenizer_dir=tok_dir,
-                     xformers_available=preflight.xformers_available())
+                     xformers_available=bool((probed.get("xformers") or {}).get("ok")))
     for w in r.warnings:
         echo(click.style("warning: ", fg="yellow") + w)
     manifest = dataset.read_manifest(ws)
@@ -167,7 +169,7 @@ def train(ws: Path, opts: TrainOptions) -> int:
         echo(click.style("warning: ", fg="yellow") + f"data was prepared at {manifest['resolution']}, the recipe "
              f"trains at {r.get('resolution')}; run `bespoke prepare --resolution` to match")
     sd = kohya.locate()
-    gpus = _gpu_count(opts.cpu)
+    gpus = 0 if opts.cpu else _gpu_count(probed)
     math = recipe.training_math(r, manifest["images"], manifest["repeats"], gpus * opts.machines.num_machines)
     output = ws / "output"
     output_name = str(r.get("output_name"))
@@ -316,3 +318,21 @@ def evaluate_after_training(ws: Path) -> int:
     except BespokeError as e:
         echo(click.style("warning: ", fg="yellow") + f"evaluation failed: {e.line()}")
     return 0
+
+
+def run(ws: Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions) -> int:
+    """check -> prepare -> train -> evaluate: what the container runs."""
+    echo("== check")
+    topts.probed = preflight.probe()
+    findings = check(ws, data, topts.overrides, popts, probed=topts.probed)
+    print_findings(findings)
+    if preflight.has_errors(findings):
+        raise PreflightError("preflight found errors", str(ws), "fix the errors in the table above")
+    echo("== prepare")
+    prepare(ws, data, popts)
+    echo("== train")
+    code = train(ws, topts)
+    if code == 0 and not topts.dry_run:
+        echo("== evaluate")
+        code = evaluate_after_training(ws)
+    return code

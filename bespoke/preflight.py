@@ -6,13 +6,17 @@ others. Nothing here needs torch: GPU and library checks import it lazily and re
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from bespoke import proc
 
 ERROR, WARN, OK, INFO = "error", "warn", "ok", "info"
 
@@ -159,42 +163,31 @@ class Gpu:
     capability: tuple[int, int]
 
 
-def gpus() -> list[Gpu] | None:
-    """The visible CUDA GPUs, or None when torch is not installed."""
+def probe(imports_only: bool = False, run=None) -> dict:
+    """bespoke.gpuprobe's answer, from its own process: the launcher never creates a CUDA context."""
+    run = run or proc.run
+    argv = [sys.executable, "-m", "bespoke.gpuprobe", *(["--imports-only"] if imports_only else [])]
     try:
-        torch = importlib.import_module("torch")
-    except ImportError:
+        r = run(argv, timeout=300)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError, OSError, subprocess.TimeoutExpired) as e:
+        return {"torch": None, "device_count": 0, "gpus": [], "arch_list": [], "error": f"the GPU probe failed ({e})"}
+
+
+def gpus(found: dict) -> list[Gpu] | None:
+    """The visible CUDA GPUs in a probe's answer, or None when torch is not installed."""
+    if found.get("torch") is None:
         return None
-    if not torch.cuda.is_available():
-        return []
-    out = []
-    for i in range(torch.cuda.device_count()):
-        p = torch.cuda.get_device_properties(i)
-        out.append(Gpu(i, p.name, p.total_memory / 2**30, (p.major, p.minor)))
-    return out
+    return [Gpu(g["index"], g["name"], g["memory_gb"], tuple(g["capability"])) for g in found["gpus"]]
 
 
-def gpu_count() -> int | None:
-    """Visible CUDA GPUs without creating a CUDA context (NVML): the launcher must not hold GPU memory or a
-    context on the cards sd-scripts trains on. None when torch is not installed."""
-    try:
-        torch = importlib.import_module("torch")
-    except ImportError:
-        return None
-    return torch.cuda.device_count()
-
-
-def check_gpus(found: list[Gpu] | None, arch_list: list[str] | None = None) -> list[Finding]:
+def check_gpus(found: list[Gpu] | None, arch_list: list[str]) -> list[Finding]:
     if found is None:
         return [Finding(WARN, "gpu", "torch not installed",
                         "use the bespoke image, or `make kohya-env` for a local environment")]
     if not found:
         return [Finding(WARN, "gpu", "no CUDA GPU visible",
                         "run on a GPU pod (docker run --gpus all); only `bespoke smoke-test` trains on CPU")]
-    if arch_list is None:
-        import torch
-
-        arch_list = torch.cuda.get_arch_list()
     out = [Finding(OK, "gpu", f"{len(found)} GPU(s): " + ", ".join(f"{g.name} {g.memory_gb:.0f} GiB" for g in found))]
     for g in found:
         sm = f"sm_{g.capability[0]}{g.capability[1]}"
@@ -221,41 +214,20 @@ def runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:
     return False
 
 
-def check_libraries(gpu_present: bool) -> list[Finding]:
-    """xformers and bitsandbytes import, and on a GPU run one tiny kernel each: a broken CUDA setup
-    often imports fine and fails at the first step."""
+def check_libraries(found: dict, gpu_present: bool) -> list[Finding]:
+    """xformers and bitsandbytes import, and on a GPU each ran one tiny kernel (in the probe): a broken
+    CUDA setup often imports fine and fails at the first step."""
     out = []
-    try:
-        xf = importlib.import_module("xformers")
-        ops = importlib.import_module("xformers.ops")
-        if gpu_present:
-            import torch
-
-            q = torch.randn(1, 16, 2, 64, device="cuda", dtype=torch.bfloat16)
-            ops.memory_efficient_attention(q, q, q)
-        out.append(Finding(OK, "xformers", f"xformers {xf.__version__}" + (" (attention ran)" if gpu_present else "")))
-    except Exception as e:  # noqa: BLE001 — any failure means: fall back to SDPA
-        out.append(Finding(WARN, "xformers", f"xformers not usable ({type(e).__name__}: {e})"[:200],
+    xf = found.get("xformers") or {"ok": False, "error": "torch not installed"}
+    if xf["ok"]:
+        out.append(Finding(OK, "xformers", f"xformers {xf['version']}" + (" (attention ran)" if xf.get("ran") and gpu_present else "")))
+    else:
+        out.append(Finding(WARN, "xformers", f"xformers not usable ({xf['error']})"[:200],
                            "training uses --sdpa instead (same math, PyTorch attention)"))
-    try:
-        bnb = importlib.import_module("bitsandbytes")
-        if gpu_present:
-            import torch
-
-            p = torch.nn.Parameter(torch.ones(8192, device="cuda"))  # >= 4096 elements: the 8-bit path
-            p.grad = torch.ones_like(p)
-            bnb.optim.AdamW8bit([p]).step()
-        out.append(Finding(OK, "bitsandbytes", f"bitsandbytes {bnb.__version__}" + (" (AdamW8bit ran)" if gpu_present else "")))
-    except Exception as e:  # noqa: BLE001
-        out.append(Finding(ERROR if gpu_present else WARN, "bitsandbytes",
-                           f"bitsandbytes not usable ({type(e).__name__}: {e})"[:200],
+    bnb = found.get("bitsandbytes") or {"ok": False, "error": "torch not installed"}
+    if bnb["ok"]:
+        out.append(Finding(OK, "bitsandbytes", f"bitsandbytes {bnb['version']}" + (" (AdamW8bit ran)" if bnb.get("ran") else "")))
+    else:
+        out.append(Finding(ERROR if gpu_present else WARN, "bitsandbytes", f"bitsandbytes not usable ({bnb['error']})"[:200],
                            "AdamW8bit needs it: use the bespoke image, or pip install -r requirements/sd-scripts.txt"))
     return out
-
-
-def xformers_available() -> bool:
-    try:
-        importlib.import_module("xformers.ops")
-        return True
-    except Exception:  # noqa: BLE001
-        return False

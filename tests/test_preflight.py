@@ -1,3 +1,5 @@
+import subprocess
+
 import pytest
 
 from bespoke import preflight
@@ -58,20 +60,20 @@ def test_workspace_missing_and_not_a_volume(tmp_path):
 
 
 def test_gpu_findings_without_torch_or_gpu():
-    (f,) = preflight.check_gpus(None)
+    (f,) = preflight.check_gpus(None, [])
     assert f.severity == WARN and f.message == "torch not installed"
-    (f,) = preflight.check_gpus([])
+    (f,) = preflight.check_gpus([], [])
     assert f.severity == WARN and "no CUDA GPU" in f.message
 
 
 def test_gpu_without_bf16_names_the_fp16_override():
-    findings = preflight.check_gpus([Gpu(0, "Tesla T4", 15, (7, 5))], arch_list=["sm_75", "sm_80"])
+    findings = preflight.check_gpus([Gpu(0, "Tesla T4", 15, (7, 5))], ["sm_75", "sm_80"])
     (err,) = [f for f in findings if f.severity == ERROR]
     assert "no bf16" in err.message and "mixed_precision=fp16" in err.fix
 
 
 def test_new_gpu_on_an_old_torch():
-    findings = preflight.check_gpus([Gpu(0, "RTX 5090", 32, (12, 0))], arch_list=["sm_80", "sm_86", "sm_90"])
+    findings = preflight.check_gpus([Gpu(0, "RTX 5090", 32, (12, 0))], ["sm_80", "sm_86", "sm_90"])
     (err,) = [f for f in findings if f.severity == ERROR]
     assert "RTX 5090" in err.message and "sm_120" in err.message
 
@@ -84,24 +86,49 @@ def test_runs_on():
     assert preflight.runs_on((12, 0), ["sm_100", "sm_120"])
 
 
-def test_gpus_is_none_without_torch():
+def test_probe_runs_in_its_own_process():
     import importlib.util
+    import sys
 
-    if importlib.util.find_spec("torch") is not None:
-        import pytest
+    code = "import sys; from bespoke import preflight; preflight.probe(); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)  # the launcher never imports torch, nor CUDA
+    found = preflight.probe()
+    if importlib.util.find_spec("torch") is None:
+        assert found["torch"] is None and preflight.gpus(found) is None
+    else:
+        assert found["torch"] and isinstance(found["device_count"], int)
 
-        pytest.skip("torch is installed here; the core test environment (make test) has none")
-    assert preflight.gpus() is None
+
+def test_probe_failure_is_a_finding_not_a_crash():
+    def broken(argv, timeout):
+        raise subprocess.TimeoutExpired(argv, timeout)
+
+    found = preflight.probe(run=broken)
+    assert "GPU probe failed" in found["error"] and preflight.gpus(found) is None
 
 
-def test_libraries_without_a_gpu_only_import():
-    findings = {f.check: f for f in preflight.check_libraries(gpu_present=False)}
-    assert set(findings) == {"xformers", "bitsandbytes"}
-    assert findings["bitsandbytes"].severity in (OK, WARN)  # never an error without a GPU
+PROBED_BROKEN = {"torch": "2.10.0+cu128", "device_count": 1, "gpus": [], "arch_list": [],
+                 "xformers": {"ok": False, "error": "NotImplementedError: No operator found"},
+                 "bitsandbytes": {"ok": False, "error": "RuntimeError: CUDA Setup failed"}}
+PROBED_OK = {"torch": "2.10.0+cu128", "xformers": {"ok": True, "version": "0.0.34", "ran": True},
+             "bitsandbytes": {"ok": True, "version": "0.50.2", "ran": True}}
+
+
+def test_library_findings_from_the_probe():
+    bad = {f.check: f for f in preflight.check_libraries(PROBED_BROKEN, gpu_present=True)}
+    assert bad["xformers"].severity == WARN and "--sdpa" in bad["xformers"].fix
+    assert bad["bitsandbytes"].severity == ERROR and "CUDA Setup failed" in bad["bitsandbytes"].message
+    cpu = {f.check: f for f in preflight.check_libraries(PROBED_BROKEN, gpu_present=False)}
+    assert cpu["bitsandbytes"].severity == WARN  # never an error without a GPU
+    good = {f.check: f for f in preflight.check_libraries(PROBED_OK, gpu_present=True)}
+    assert good["xformers"].message == "xformers 0.0.34 (attention ran)"
+    assert good["bitsandbytes"].message == "bitsandbytes 0.50.2 (AdamW8bit ran)"
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (preflight.gpus() or []), reason="needs a CUDA GPU: run on the GPU machine")
+@pytest.mark.skipif(not (preflight.gpus(preflight.probe()) or []), reason="needs a CUDA GPU: run on the GPU machine")
 def test_libraries_run_a_kernel_on_the_gpu():
-    findings = {f.check: f for f in preflight.check_libraries(gpu_present=True)}
+    found = preflight.probe()
+    findings = {f.check: f for f in preflight.check_libraries(found, gpu_present=True)}
     assert findings["bitsandbytes"].severity == OK and "ran" in findings["bitsandbytes"].message
+    assert found["gpus"] and found["arch_list"]

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -139,11 +138,15 @@ def test_failure_maps_to_a_known_fix(ready, tmp_path, monkeypatch):
 
 def test_sigterm_is_forwarded_and_recorded(ready):
     ws, overrides = ready
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    code = pipeline.train(ws, opts(overrides, mode="hang", grace=10))
-    timer.cancel()
-    assert code == 143
+    sent = []
+
+    def terminate_once_running(line):  # as `docker stop` would, once sd-scripts is under way
+        if "caching latents" in line and not sent:
+            sent.append(line)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    code = pipeline.train(ws, opts(overrides, mode="hang", grace=10, on_line=terminate_once_running))
+    assert sent and code == 143
     assert (ws / "output" / "fake-got-sigterm").read_text() == str(int(signal.SIGTERM))
     status = json.loads((ws / "output" / "status.json").read_text())
     assert status["stage"] == "interrupted" and "interrupted at step" in status["message"]
