@@ -156,9 +156,21 @@ KNOWN_ERRORS: tuple[tuple[re.Pattern, str, str], ...] = tuple(
 )
 
 
+def _failure_scope(lines: list[str]) -> list[str]:
+    """The lines that say why the child failed: its last traceback, without accelerate's wrapper
+    traceback after it (CalledProcessError); the last 40 lines when there is no traceback."""
+    wrapper = [i for i, line in enumerate(lines) if "CalledProcessError" in line]
+    if wrapper:
+        starts = [i for i, line in enumerate(lines[: wrapper[-1]]) if line.startswith("Traceback")]
+        lines = lines[: starts[-1]] if starts else lines
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    return lines[starts[-1]:] if starts else lines[-40:]
+
+
 def explain(lines: list[str]) -> tuple[str, str] | None:
-    """The known error behind a failed run's last lines: (what, fix), or None."""
-    for line in reversed(lines):
+    """The known error behind a failed run: (what, fix), or None. Only the failure's own lines count: a
+    start-up warning that mentions xformers must not explain a crash that has nothing to do with it."""
+    for line in reversed(_failure_scope(lines)):
         for pattern, what, fix in KNOWN_ERRORS:
             if pattern.search(line):
                 return what, fix

@@ -51,7 +51,7 @@ CAPTURED = {
 
 @pytest.mark.parametrize("line, expect", CAPTURED.items())
 def test_known_errors(line, expect):
-    what, fix = kohya.explain(["INFO starting", line, "Traceback tail"])
+    what, fix = kohya.explain(["INFO starting", "Traceback (most recent call last):", "  File \"x.py\"", line])
     assert expect.lower() in what.lower() and fix
 
 
@@ -74,3 +74,26 @@ def test_commit_mismatch_warns_with_both(tmp_path):
     (tmp_path / kohya.COMMIT_FILE).write_text(kohya.pinned_commit())
     (f,) = kohya.check({kohya.ENV_DIR: str(tmp_path)})
     assert f.severity == "ok"
+
+
+def test_a_startup_warning_does_not_explain_an_unrelated_crash():
+    tail = [
+        "WARNING xformers is not available, falling back",  # printed at start-up
+        "INFO loading model",
+        "Traceback (most recent call last):",
+        '  File "train_network.py", line 602, in train',
+        "KeyError: 'ss_network_dim'",
+        "Traceback (most recent call last):",
+        '  File "accelerate/commands/launch.py", line 795, in simple_launcher',
+        "subprocess.CalledProcessError: Command '[...]' returned non-zero exit status 1.",
+    ]
+    assert kohya.explain(tail) is None
+    assert kohya.last_error_line(tail) == "KeyError: 'ss_network_dim'"
+
+
+def test_the_child_traceback_before_accelerates_is_the_one_explained():
+    tail = ["Traceback (most recent call last):", '  File "x.py"',
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.",
+            "Traceback (most recent call last):", '  File "launch.py"',
+            "subprocess.CalledProcessError: Command '[...]' returned non-zero exit status 1."]
+    assert "out of memory" in kohya.explain(tail)[0]
