@@ -333,10 +333,7 @@ def pixelate(images, out, grid, palette_from, margin, scale):
 @workspace_option
 @_grid_option
 @_palette_option
-@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Generate extra samples from these prompts with each epoch's LoRA (needs a GPU).")
-@click.option("--seeds", type=click.IntRange(1), default=None, help="Extra samples per prompt (needs a GPU).")
-def evaluate(workspace, grid, palette_from, prompts, seeds):
+def evaluate(workspace, grid, palette_from):
     """Score every epoch's samples, recommend an epoch, copy it to best.safetensors, write the report.
 
     Reads $WS/output/sample/ and the epoch LoRAs; writes $WS/output/report/ (report.html,
@@ -348,12 +345,6 @@ def evaluate(workspace, grid, palette_from, prompts, seeds):
     """
     from bespoke import evaluate as evaluation
 
-    if prompts is not None or seeds is not None:
-        raise BespokeError(
-            "generating extra samples (--prompts/--seeds) needs a CUDA GPU and sd-scripts' sdxl_gen_img.py, "
-            "and this build does not run it", "--prompts/--seeds",
-            "drop --prompts/--seeds: the samples sd-scripts wrote during training are always evaluated",
-        )
     result = evaluation.evaluate(workspace, grid, palette_from)
     for line in evaluation.summary_lines(result):
         click.echo(line)

@@ -196,14 +196,6 @@ def test_cli_evaluate_prints_the_recommendation(tmp_path):
     assert "report.html" in result.output
 
 
-def test_cli_evaluate_extra_samples_say_they_need_a_gpu(tmp_path):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("pixel art, a punk\n")
-    result = CliRunner().invoke(cli, ["evaluate", "--workspace", str(tmp_path), "--prompts", str(prompts),
-                                      "--seeds", "4"])
-    assert isinstance(result.exception, BespokeError) and "GPU" in str(result.exception)
-
-
 def test_cli_score_json_and_pixelate(tmp_path):
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     pixel_art(3).save(a)
