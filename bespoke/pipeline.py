@@ -157,7 +157,8 @@ def train(ws: Path, opts: TrainOptions) -> int:
         except BespokeError:
             pass  # sd-scripts downloads them itself when online
     profile = profiles.get(opts.profile or os.environ.get("BESPOKE_PROFILE"))
-    probed = opts.probed or preflight.probe(imports_only=True)  # `run` passes its check's probe
+    # `run` passes its check's probe; the CPU smoke run needs none (it trains with --sdpa)
+    probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True))
     r = recipe.build(ws, (*profile.overrides, *opts.overrides), tokenizer_dir=tok_dir,
                      xformers_available=bool((probed.get("xformers") or {}).get("ok")))
     for w in r.warnings:

@@ -89,6 +89,9 @@ def archive(output: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(output, dest)
     output.mkdir()
+    preview = dest / "dataset-preview.png"  # it shows the data, not the archived run: keep it in place
+    if preview.exists():
+        shutil.copy2(preview, output / preview.name)
     return dest
 
 

@@ -87,6 +87,7 @@ def test_different_recipe_never_overwrites_a_finished_run(ready):
     assert pipeline.train(ws, opts([*overrides, "network_dim=64"], force=True)) == 0
     (archived,) = (ws / "archive").iterdir()
     assert (archived / "DONE.json").exists() and (archived / "bespoke_baby_sdxl.safetensors").exists()
+    assert (ws / "output" / "dataset-preview.png").exists()  # the data's preview stays with the data
 
 
 def _states(out, complete_epoch, partial_epoch):
