@@ -12,6 +12,7 @@ import select
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -221,15 +222,14 @@ def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follo
             pass
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=200)
     fd = child.stdout.fileno()
     buf = b""
 
     def emit(raw: bytes) -> None:
-        nonlocal tail
         if raw.strip():
             line = raw.decode("utf-8", "replace").rstrip()
-            tail = (tail + [line])[-200:]
+            tail.append(line)
             follower.feed(line)
             if on_line is not None:
                 on_line(line)
@@ -262,7 +262,7 @@ def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follo
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return Outcome(code, received[0] if received else None, tail, time.time() - start)
+    return Outcome(code, received[0] if received else None, list(tail), time.time() - start)
 
 
 def _kill(child) -> None:

@@ -222,8 +222,8 @@ def train(ws: Path, opts: TrainOptions) -> int:
     runs.start(output, key, {"argv": argv, "dataset_hash": manifest["dataset_hash"], "sd_scripts_commit": sd.commit})
     log = output / "logs" / f"train-{time.strftime('%Y%m%d-%H%M%S')}.log"
     epochs = int(r.get("max_train_epochs"))
-    status = progress.Status(stage="starting", epoch=plan.state_epoch, epochs=epochs, total=math.total_steps,
-                             step=plan.state_epoch * math.steps_per_epoch, log=str(log), output_name=output_name)
+    status = progress.Status(stage="starting", epoch=plan.state_epoch, epochs=epochs, log=str(log),
+                             output_name=output_name)
     follower = progress.Follower(output / "status.json", output / "logs" / "loss.jsonl", status,
                                  step_offset=plan.state_epoch * math.steps_per_epoch, total=math.total_steps)
     check_resume = _ResumeCheck(plan.state_epoch, epochs) if plan.action == "resume" else None
@@ -312,13 +312,12 @@ class _EpochAlarm:
             echo(line)
 
 
-def evaluate_after_training(ws: Path) -> int:
+def evaluate_after_training(ws: Path) -> None:
     """Score the epochs and write the report; a failing report never fails a finished training."""
     try:
         evaluate.evaluate(Path(ws))
     except BespokeError as e:
         echo(click.style("warning: ", fg="yellow") + f"evaluation failed: {e.line()}")
-    return 0
 
 
 def run(ws: Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions) -> int:
@@ -335,5 +334,5 @@ def run(ws: Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions)
     code = train(ws, topts)
     if code == 0 and not topts.dry_run:
         echo("== evaluate")
-        code = evaluate_after_training(ws)
+        evaluate_after_training(ws)
     return code

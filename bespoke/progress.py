@@ -104,6 +104,8 @@ class Follower:
         self.status = status
         self.step_offset = step_offset
         self.total = total  # the run's own math; after a resume kohya's bar total is not to be trusted
+        status.step = max(status.step, step_offset)
+        status.total = total or status.total
         self.out = out or sys.stdout
         self.tty = self.out.isatty() if tty is None else tty
         self.plain_every = plain_every
