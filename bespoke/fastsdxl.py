@@ -1,27 +1,40 @@
-"""The `fast` profile's launcher: compiles sd-scripts' SDXL UNet with torch.compile, from outside.
+"""The `fast` profile's launcher: compiles SDXL's repeated blocks with torch.compile, from outside sd-scripts.
 
-sd-scripts' own `--torch_compile` crashes in step 1 (library/strategy_sdxl.py calls len() on the
-compiled text-encoder wrapper that accelerate 1.6.0's unwrap_model keeps), and it compiles the text
-encoders too. Here only the UNet's forward is compiled, by rebinding the class method before the
-unmodified training script runs through runpy (as tinysdxl.py does). The math is the UNet's own:
-the LoRA modules it calls are traced into the same graph. Shapes are fixed (1024², batch 2), so the
-graph is built once. BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA
-graphs), max-autotune-no-cudagraphs, or off.
+A training step is bound by the host launching ~40k small kernels, not by the GPU (bench/RESULTS.md).
+Compiling fuses the elementwise work (norms, LoRA's scale-and-add, GEGLU, residuals) and launches the
+rest from generated code. sd-scripts' own `--torch_compile` crashes in step 1 (strategy_sdxl.py calls
+len() on the compiled text-encoder wrapper accelerate 1.6.0 keeps), and compiling the whole UNet
+outran a 4-minute run. So only the repeated blocks are compiled, one class method each: the UNet's
+BasicTransformerBlock and ResnetBlock2D bodies and the text encoders' CLIPEncoderLayer. Blocks of one
+shape share one compiled graph, so SDXL needs a few dozen small graphs, not one huge one. The LoRA
+modules those blocks call (networks/lora.py rebinds each Linear's forward) are traced into the same
+graphs: the math is the blocks' own. Gradient checkpointing still wraps the compiled bodies.
 
-As a program it is accelerate's training script:  fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
+BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA graphs),
+max-autotune-no-cudagraphs, or off. As a program it is accelerate's training script:
+    fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
 
 MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune", "off")
+# (module, class, method): the bodies that repeat. forward_body, not forward, so that sd-scripts'
+# gradient checkpointing (which wraps forward_body in forward) recomputes the compiled body.
+BLOCKS = (
+    ("library.sdxl_original_unet", "BasicTransformerBlock", "forward_body"),
+    ("library.sdxl_original_unet", "ResnetBlock2D", "forward_body"),
+    ("transformers.models.clip.modeling_clip", "CLIPEncoderLayer", "forward"),
+)
+RECOMPILE_LIMIT = 64  # one graph per block shape: SDXL's UNet has ~20 resnet shapes, dynamo's default allows 8
 
 
 def patch(sd_scripts: Path, mode: str | None = None) -> str:
-    """Compile SdxlUNet2DConditionModel.forward with the given mode. Returns the mode used."""
+    """Compile each repeated block's method with the given mode. Idempotent. Returns the mode used."""
     mode = mode or os.environ.get("BESPOKE_COMPILE", "default")
     if mode not in MODES:
         raise SystemExit(f"BESPOKE_COMPILE={mode}: use one of {', '.join(MODES)}")
@@ -30,13 +43,19 @@ def patch(sd_scripts: Path, mode: str | None = None) -> str:
     if mode == "off":
         return mode
     import torch
-    from library import sdxl_original_unet as unet
+    import torch._dynamo
 
-    cls = unet.SdxlUNet2DConditionModel
-    if not getattr(cls, "_bespoke_compiled", False):
-        cls.forward = torch.compile(cls.forward, mode=None if mode == "default" else mode, dynamic=False)
-        cls._bespoke_compiled = True
-    print(f"bespoke fastsdxl: UNet forward compiled with torch.compile mode={mode}", flush=True)
+    for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))
+    for module, cls_name, method in BLOCKS:
+        cls = getattr(importlib.import_module(module), cls_name)
+        if getattr(cls, "_bespoke_compiled", None) == method:
+            continue
+        original = getattr(cls, method)
+        setattr(cls, method, torch.compile(original, mode=None if mode == "default" else mode, dynamic=False))
+        cls._bespoke_compiled = method
+    print(f"bespoke fastsdxl: {len(BLOCKS)} block types compiled with torch.compile mode={mode}", flush=True)
     return mode
 
 

@@ -255,7 +255,7 @@ def train(ws: Path, opts: TrainOptions) -> int:
         "recipe": r.argv(), "dataset_hash": manifest["dataset_hash"], "sd_scripts_commit": sd.commit,
         "durations": {"train_seconds": round(outcome.seconds, 1), "total_seconds": round(time.time() - t0, 1)},
         "math": {"steps_per_epoch": math.steps_per_epoch, "total_steps": math.total_steps, "gpus": gpus},
-    })
+    }, every=int(r.get("save_every_n_epochs", 1)))
     alarm.final(epochs)
     follower.set(stage="done", step=math.total_steps, message=f"{len(done['epochs'])} epoch LoRAs in {output}")
     echo(f"done: {len(done['epochs'])} LoRA files in {output} ({outcome.seconds:.0f} s)")

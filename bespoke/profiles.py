@@ -32,6 +32,11 @@ PROFILES: dict[str, Profile] = {
     # torch.compile) joins it only once measured: its compile outran a 5-minute run.
     "fast": Profile("fast", overrides=("gradient_checkpointing=false",),
                     note="no gradient checkpointing: same math, about 29 GB of GPU memory"),
+    # fast, plus PyTorch's attention kernel and the repeated blocks compiled (bespoke/fastsdxl.py).
+    # Being measured (bench/RESULTS.md); compiling costs minutes at the start of each run.
+    "compiled": Profile("compiled", overrides=("gradient_checkpointing=false", "xformers=false", "sdpa=true"),
+                        launcher="fastsdxl.py",
+                        note="fast + sdpa + torch.compile of the UNet and text-encoder blocks (experimental)"),
 }
 DEFAULT = "exact"
 

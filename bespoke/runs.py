@@ -99,11 +99,16 @@ def start(output: Path, key: str, info: dict) -> None:
     atomic_write_json(Path(output) / RUN_FILE, {"run_key": key, "started_at": time.time(), **info})
 
 
-def finish(output: Path, key: str, output_name: str, epochs: int, info: dict) -> dict:
-    """Check one LoRA per epoch, give the last the notes' numbered name too, write DONE.json."""
+def saved_epochs(epochs: int, every: int = 1) -> list[int]:
+    """The epochs sd-scripts writes a LoRA for: every `every`-th (save_every_n_epochs) and the last."""
+    return sorted({e for e in range(1, epochs + 1) if e % max(every, 1) == 0} | {epochs})
+
+
+def finish(output: Path, key: str, output_name: str, epochs: int, info: dict, every: int = 1) -> dict:
+    """Check each saved epoch's LoRA, give the last the notes' numbered name too, write DONE.json."""
     output = Path(output)
     files = []
-    for e in range(1, epochs + 1):
+    for e in saved_epochs(epochs, every):
         f = epoch_file(output, output_name, e, epochs)
         if not f.is_file():
             raise BespokeError(f"sd-scripts finished but epoch {e}'s LoRA is missing", str(f),

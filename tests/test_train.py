@@ -70,6 +70,14 @@ def test_fresh_run_writes_loras_done_and_status(ready):
     assert log.parent == out / "logs" and b"caching latents" in log.read_bytes()
 
 
+def test_save_every_n_epochs_expects_only_the_saved_epochs(ready):
+    ws, overrides = ready
+    assert runs.saved_epochs(10, 4) == [4, 8, 10] and runs.saved_epochs(3, 1) == [1, 2, 3]
+    assert pipeline.train(ws, opts([*overrides, "save_every_n_epochs=2"])) == 0
+    done = json.loads((ws / "output" / "DONE.json").read_text())
+    assert [e["epoch"] for e in done["epochs"]] == [2, 3]
+
+
 def test_second_run_after_done_is_a_no_op(ready, capsys):
     ws, overrides = ready
     pipeline.train(ws, opts(overrides))

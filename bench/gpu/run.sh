@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # One command for the GPU bench: set up an offline machine, then time each named config.
 #   bash bench/gpu/run.sh CONFIG...      (from the repo root; results in /tmp/bench/out; bench/gpu/device.sh packs them into $OUT)
-# Configs: exact (bespoke train, exact profile), raw (the same argv through accelerate, no bespoke),
-# and any name defined in configs() below. Needs .whl/ and .cache/sd-scripts carried (bench/RESULTS.md).
+# A CONFIG runs alone on GPU 0; "A+B" runs A on GPU 0 and B on GPU 1 at the same time, each in its own
+# workspace (same data, same seed), for same-call pairs on a 2-GPU machine. Configs: see the case below.
+# Short configs train 40 steps (40 images, 2 epochs, batch 2); *200 configs train 200 steps for the
+# equivalence check (bench/gpu/compare.py). Needs .whl/ and .cache/sd-scripts carried (bench/RESULTS.md).
 set -u
 REPO=$PWD
 B=/tmp/bench
 RES=$B/out
-IMAGES=${BENCH_IMAGES:-64}   # repeats 1, one epoch: IMAGES/2 steps at batch 2
+IMAGES=${BENCH_IMAGES:-40}   # repeats 1: IMAGES/2 steps per epoch at batch 2
 mkdir -p "$B" "$RES"
 
 if [ ! -d /tmp/site/accelerate ]; then
@@ -16,7 +18,6 @@ fi
 export PYTHONPATH=/tmp/site:$REPO PYTHONUNBUFFERED=1 SD_SCRIPTS_DIR=$REPO/.cache/sd-scripts
 export LD_LIBRARY_PATH=/tmp/site/nvidia/cuda_runtime/lib:${LD_LIBRARY_PATH:-}
 export HF_HUB_OFFLINE=1 HF_HOME=$B/hf TOKENIZERS_PARALLELISM=false
-WS=$B/ws
 CKPT=$B/sdxl_random.safetensors
 T=(python3 "$REPO/bench/gpu/timed.py")
 
@@ -30,56 +31,80 @@ cp "$B/versions.txt" "$RES/"; cat "$B/versions.txt"
 if [ ! -f "$CKPT" ]; then
   python3 bench/gpu/build_checkpoint.py .cache/sd-scripts "$CKPT" 2>&1 | tail -2 | tee "$RES/checkpoint.txt"
 fi
-if [ ! -d "$WS/training_data" ]; then
+if [ ! -d "$B/ws0/training_data" ]; then
   python3 -m bespoke demo-data --out "$B/data" --count "$IMAGES" >/dev/null &&
-  python3 -m bespoke prepare --workspace "$WS" --data "$B/data" --expect "$IMAGES" --repeats 1 2>&1 | tail -3
+  python3 -m bespoke prepare --workspace "$B/ws0" --data "$B/data" --expect "$IMAGES" --repeats 1 2>&1 | tail -3
+  mkdir -p "$B/ws1" && cp -r "$B/ws0/training_data" "$B/ws1/"
 fi
-COMMON=(--set "pretrained_model_name_or_path=$CKPT" --set max_train_epochs=1 --set sample_every_n_epochs=100)
+common() {  # EPOCHS: the run's length; one LoRA saved at its end
+  echo --set "pretrained_model_name_or_path=$CKPT" --set "max_train_epochs=$1" --set "save_every_n_epochs=$1" \
+    --set sample_every_n_epochs=100
+}
+clear_latents() { find "$1/training_data" -name '*.npz' -delete; }
 
-clear_latents() { find "$WS/training_data" -name '*.npz' -delete; }
-
-bespoke_train() {  # NAME [bespoke train options...]
-  local name=$1; shift
-  rm -rf "$WS/output"
-  "${T[@]}" "$name" "$RES" --tail "$WS/output/logs/train-*.log" -- \
-    python3 -m bespoke train --workspace "$WS" "${COMMON[@]}" "$@"
-  ls -la "$WS/output"/*.safetensors "$WS/output/status.json" 2>&1 | tee -a "$RES/$name.files"
-  cp "$WS/output/status.json" "$RES/$name.status" 2>/dev/null
+bespoke_train() {  # NAME WS EPOCHS [bespoke train options...]
+  local name=$1 ws=$2 epochs=$3; shift 3
+  rm -rf "$ws/output"
+  # shellcheck disable=SC2046
+  "${T[@]}" "$name" "$RES" --images-per-step "${IPS:-2}" --tail "$ws/output/logs/train-*.log" -- \
+    python3 -m bespoke train --workspace "$ws" $(common "$epochs") "$@"
+  local rc=$?
+  ls -la "$ws/output"/*.safetensors "$ws/output/status.json" 2>&1 | tee -a "$RES/$name.files"
+  cp "$ws/output/status.json" "$RES/$name.status" 2>/dev/null
+  return $rc
 }
 
-raw_train() {  # NAME [bespoke train options]: the argv bespoke would run, launched without bespoke
-  local name=$1 line; shift
-  rm -rf "$WS/output" "$B/raw_out"
-  line=$(python3 -m bespoke train --workspace "$WS" "${COMMON[@]}" "$@" --dry-run | grep -A1 '^launch command:' | tail -1)
-  # BESPOKE_COMPILE set: run the same argv through the compile launcher (not in any profile yet)
-  [ -n "${BESPOKE_COMPILE:-}" ] && line=${line/" $SD_SCRIPTS_DIR/sdxl_train_network.py"/" $REPO/bespoke/fastsdxl.py $SD_SCRIPTS_DIR/sdxl_train_network.py"}
-  mkdir -p "$B/raw_out"
-  line=${line//"$WS/output"/"$B/raw_out"}
+raw_train() {  # NAME WS EPOCHS [bespoke train options]: the argv bespoke would run, launched without bespoke
+  local name=$1 ws=$2 epochs=$3 line; shift 3
+  rm -rf "$ws/output" "$ws/raw_out"
+  # shellcheck disable=SC2046
+  line=$(python3 -m bespoke train --workspace "$ws" $(common "$epochs") "$@" --dry-run | grep -A1 '^launch command:' | tail -1)
+  mkdir -p "$ws/raw_out"
+  line=${line//"$ws/output"/"$ws/raw_out"}
   python3 -c "from bespoke import recipe; print(recipe.prompt_file_text(width=1024, height=1024), end='')" \
     > "$(grep -o -- "--sample_prompts [^ ]*" <<<"$line" | cut -d' ' -f2)" 2>/dev/null || true
   echo "$line" > "$RES/$name.cmd"
   "${T[@]}" "$name" "$RES" -- bash -c "$line"
-  ls -la "$B/raw_out" | tee -a "$RES/$name.files"
+  ls -la "$ws/raw_out" | tee -a "$RES/$name.files"
 }
 
-NOGC=(--set gradient_checkpointing=false)
-SDPA=(--set xformers=false --set sdpa=true)
-for cfg in "$@"; do
-  echo "=== $cfg $(date +%T)"
+one() {  # CONFIG SLOT: run one config on GPU SLOT in workspace ws<SLOT>
+  local cfg=$1 ws=$B/ws$2
+  export CUDA_VISIBLE_DEVICES=$2
   case $cfg in
-    exact) [ -n "${KEEP_LATENTS:-}" ] || clear_latents; bespoke_train exact ;;
-    raw) [ -n "${KEEP_LATENTS:-}" ] || clear_latents; raw_train raw ;;
-    nogc_vae8) clear_latents; bespoke_train nogc_vae8 "${NOGC[@]}" --set vae_batch_size=8 ;;
-    nogc) bespoke_train nogc "${NOGC[@]}" ;;
-    nogc_sdpa) bespoke_train nogc_sdpa "${NOGC[@]}" "${SDPA[@]}" ;;
-    nogc_workers0) bespoke_train nogc_workers0 "${NOGC[@]}" --set max_data_loader_n_workers=0 ;;
-    compile_default) BESPOKE_COMPILE=default raw_train compile_default --profile fast ;;
-    compile_nocg) BESPOKE_COMPILE=max-autotune-no-cudagraphs raw_train compile_nocg --profile fast ;;
-    compile_cg) BESPOKE_COMPILE=reduce-overhead raw_train compile_cg --profile fast ;;
-    fast) bespoke_train fast --profile fast ;;
+    exact) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 ;;
+    raw) clear_latents "$ws"; raw_train "$cfg" "$ws" 2 ;;
+    fast) bespoke_train "$cfg" "$ws" 2 --profile fast ;;
+    vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=8 ;;
+    vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=16 ;;
+    compiled) bespoke_train "$cfg" "$ws" 2 --profile compiled ;;
+    compiled_xf) bespoke_train "$cfg" "$ws" 2 --profile compiled --set xformers=true --set sdpa=false ;;
+    compiled_cg) BESPOKE_COMPILE=reduce-overhead bespoke_train "$cfg" "$ws" 2 --profile compiled ;;
+    compiled_gc) bespoke_train "$cfg" "$ws" 2 --profile compiled --set gradient_checkpointing=true ;;
+    exact200) bespoke_train "$cfg" "$ws" 10 ;;
+    fast200) bespoke_train "$cfg" "$ws" 10 --profile fast ;;
+    compiled200) bespoke_train "$cfg" "$ws" 10 --profile compiled ;;
+    # both GPUs, in ws1 (GPU 0's 1-GPU LoRA stays in ws0 for LORA_LOAD); global batch 4: 10 steps/epoch
+    exact2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 ;;
     *) echo "unknown config $cfg" ;;
   esac
+  unset CUDA_VISIBLE_DEVICES
+}
+
+for cfg in "$@"; do
+  echo "=== $cfg $(date +%T)"
+  if [[ $cfg == *+* ]]; then
+    one "${cfg%%+*}" 0 & one "${cfg#*+}" 1 & wait
+  else
+    one "$cfg" 0
+  fi
 done
+if [ -n "${COMPARE:-}" ]; then  # COMPARE=NAME: the last runs of GPU 0 and GPU 1 (an "A+B" pair), same math?
+  python3 bench/gpu/compare.py "$COMPARE" "$RES" "$B/ws0/output" "$B/ws1/output" 2>&1 | tail -3
+fi
+if [ -n "${LORA_LOAD:-}" ]; then  # LORA_LOAD=NAME: GPU 0's LoRA (one GPU) and GPU 1's (the 2-GPU run) load alike?
+  python3 bench/gpu/lora_load.py "$LORA_LOAD" "$RES" "$CKPT" "$B/ws0/output" "$B/ws1/output" 2>&1 | tail -3
+fi
 echo "=== results"
 cat "$RES"/*.json 2>/dev/null | python3 -c "
 import json,sys

@@ -1,7 +1,7 @@
 """Run one training command and time it: every output line stamped with seconds since launch, the GPU
 sampled by nvidia-smi, and a JSON summary (s/step, peak memory, GPU busy, start-up milestones).
 
-    python timed.py NAME OUTDIR [--tail GLOB] -- COMMAND...
+    python timed.py NAME OUTDIR [--tail GLOB] [--images-per-step N] -- COMMAND...
 
 With --tail the lines are read from the newest file matching GLOB (bespoke train writes sd-scripts'
 output to its own log) instead of the command's stdout; both are polled the same way.
@@ -31,7 +31,9 @@ MILESTONES = {  # first line matching each, in order of appearance in sdxl_train
 
 
 def gpu_sampler(samples, stop):
-    p = subprocess.Popen(["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits",
+    """(t, memory MiB, busy %) per GPU line; only the GPUs in CUDA_VISIBLE_DEVICES when it is set."""
+    ids = ["-i", os.environ["CUDA_VISIBLE_DEVICES"]] if os.environ.get("CUDA_VISIBLE_DEVICES") else []
+    p = subprocess.Popen(["nvidia-smi", *ids, "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits",
                           "-lms", "250"], stdout=subprocess.PIPE, text=True)
     t0 = time.time()
     for line in p.stdout:
@@ -49,6 +51,7 @@ def main():
     args = sys.argv[1:]
     name, outdir = args[0], Path(args[1])
     tail = args[args.index("--tail") + 1] if "--tail" in args else None
+    per_step = int(args[args.index("--images-per-step") + 1]) if "--images-per-step" in args else 2
     cmd = args[args.index("--") + 1:]
     outdir.mkdir(parents=True, exist_ok=True)
     samples, stop = [], threading.Event()
@@ -107,10 +110,10 @@ def main():
         first, last = warm[0], warm[-1]
         slope = (steps[last] - steps[first]) / (last - first)
         summary.update(s_per_step_median=round(statistics.median(diffs), 4) if diffs else None,
-                       s_per_step_mean=round(slope, 4), images_per_s=round(2 / slope, 3))
+                       s_per_step_mean=round(slope, 4), images_per_s=round(per_step / slope, 3))
         busy = [u for (t, m, u) in samples if steps[first] <= t <= steps[last]]
         summary["gpu_busy_pct_nvsmi"] = round(statistics.mean(busy), 1) if busy else None
-    summary["peak_mem_mib_nvsmi"] = max((m for _, m, _ in samples), default=None)
+    summary["peak_mem_mib_nvsmi"] = max((m for _, m, _ in samples), default=None)  # the fullest GPU
     (outdir / f"{name}.json").write_text(json.dumps(summary, indent=1))
     print("SUMMARY", json.dumps(summary))
     return proc.returncode

@@ -26,6 +26,7 @@ def main():
     out = Path(arg("output_dir"))
     name = arg("output_name", "last")
     epochs = int(arg("max_train_epochs", "1"))
+    every = int(arg("save_every_n_epochs", "1"))
     resume = arg("resume")
     start_epoch = int(Path(resume).name.split("-")[-2]) if resume else 0
 
@@ -44,6 +45,8 @@ def main():
         sys.exit(int(mode.split(":")[1]))
     for e in range(start_epoch + 1, epochs + 1):
         print(f"\nepoch {e}/{epochs}\n", flush=True)
+        if e < epochs and e % every:  # sd-scripts saves every n-th epoch and the last
+            continue
         lora = out / (f"{name}-{e:06d}.safetensors" if e < epochs else f"{name}.safetensors")
         lora.write_bytes(f"fake lora epoch {e}".encode())
         if e < epochs:
