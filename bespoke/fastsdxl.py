@@ -33,8 +33,10 @@ BLOCKS = (
 RECOMPILE_LIMIT = 64  # one graph per block shape: SDXL's UNet has ~20 resnet shapes, dynamo's default allows 8
 
 
-def patch(sd_scripts: Path, mode: str | None = None) -> str:
-    """Compile each repeated block's method with the given mode. Idempotent. Returns the mode used."""
+def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") -> str:
+    """Compile each repeated block's method with the given mode. Idempotent. Returns the mode used.
+    (backend="aot_eager" traces the same graphs, forward and backward, without generating kernels:
+    the CPU test uses it.)"""
     mode = mode or os.environ.get("BESPOKE_COMPILE", "default")
     if mode not in MODES:
         raise SystemExit(f"BESPOKE_COMPILE={mode}: use one of {', '.join(MODES)}")
@@ -53,7 +55,10 @@ def patch(sd_scripts: Path, mode: str | None = None) -> str:
         if getattr(cls, "_bespoke_compiled", None) == method:
             continue
         original = getattr(cls, method)
-        setattr(cls, method, torch.compile(original, mode=None if mode == "default" else mode, dynamic=False))
+        options = {"backend": backend, "dynamic": False}
+        if backend == "inductor":
+            options["mode"] = None if mode == "default" else mode
+        setattr(cls, method, torch.compile(original, **options))
         cls._bespoke_compiled = method
     print(f"bespoke fastsdxl: {len(BLOCKS)} block types compiled with torch.compile mode={mode}", flush=True)
     return mode

@@ -157,6 +157,10 @@ def train(ws: Path, opts: TrainOptions) -> int:
         except BespokeError:
             pass  # sd-scripts downloads them itself when online
     profile = profiles.get(opts.profile or os.environ.get("BESPOKE_PROFILE"))
+    if profile.compiles and os.environ.get("BESPOKE_COMPILE") != "off" and (lack := preflight.compiler_problem()):
+        raise BespokeError(f"the {profile.name} profile compiles GPU kernels with Triton, which needs {lack}",
+                           sys.executable, "install gcc and python3-dev (the bespoke image has both), "
+                           "or set BESPOKE_COMPILE=off, or use --profile exact")
     # `run` passes its check's probe; the CPU smoke run needs none (it trains with --sdpa)
     probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True))
     r = recipe.build(ws, (*profile.overrides, *opts.overrides), tokenizer_dir=tok_dir,

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ CACHE_VARS = {
     "TORCH_HOME": ".cache/torch",
     "XDG_CACHE_HOME": ".cache",
     "TRITON_CACHE_DIR": ".cache/triton",
+    "TORCHINDUCTOR_CACHE_DIR": ".cache/torchinductor",  # compiled kernels: a resumed fast run reuses them
 }
 
 GB = 1e9
@@ -198,6 +200,16 @@ def check_gpus(found: list[Gpu] | None, arch_list: list[str]) -> list[Finding]:
             out.append(Finding(ERROR, "gpu", f"this torch was built for {', '.join(arch_list)}, not {g.name} ({sm})",
                                "use the bespoke image (torch built for CUDA 12.8, which covers Blackwell)"))
     return out
+
+
+def compiler_problem(environ: dict | None = None, include: str | None = None) -> str | None:
+    """What torch.compile's Triton kernels lack to build here: a C compiler and Python's headers."""
+    env = os.environ if environ is None else environ
+    cc = env.get("CC") or shutil.which("cc", path=env.get("PATH")) or shutil.which("gcc", path=env.get("PATH"))
+    include = include or sysconfig.get_paths()["include"]
+    missing = [what for what, ok in (("a C compiler (cc/gcc)", cc), ("Python.h (" + include + ")",
+                                     Path(include, "Python.h").is_file())) if not ok]
+    return " and ".join(missing) if missing else None
 
 
 def runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:

@@ -1,5 +1,6 @@
 """`python -m entrypoint --verify-image`: the image's own facts, checked at the end of its build and
-again by the image workflow: sd-scripts at the pin, the baked tokenizers, the torch/xformers pairing.
+again by the image workflow: sd-scripts at the pin, the baked tokenizers, the torch/xformers pairing,
+the C compiler that the fast profile's Triton kernels need.
 
 `bespoke check` is the user's preflight and needs a GPU, a volume and data, none of which a build has;
 this checks what the build itself is responsible for, and fails the build when one is wrong.
@@ -94,6 +95,14 @@ def check_imports() -> list[str]:
     return problems
 
 
+def check_compiler() -> list[str]:
+    """The fast profile's torch.compile has Triton build a launcher with cc and Python.h at run time."""
+    from bespoke.preflight import compiler_problem
+
+    lack = compiler_problem()
+    return [f"Triton needs {lack}: add gcc and python3-dev to the Dockerfile's OS layer"] if lack else []
+
+
 def main(argv: list[str]) -> int:
     from bespoke.kohya import pinned_commit
 
@@ -106,6 +115,7 @@ def main(argv: list[str]) -> int:
         "versions": lambda: [p for r in requirements for p in check_versions(r)],
         "xformers build": check_xformers_build,
         "imports": check_imports,
+        "compiler (fast profile)": check_compiler,
     }
     failed = 0
     for name, check in checks.items():

@@ -132,3 +132,16 @@ def test_libraries_run_a_kernel_on_the_gpu():
     findings = {f.check: f for f in preflight.check_libraries(found, gpu_present=True)}
     assert findings["bitsandbytes"].severity == OK and "ran" in findings["bitsandbytes"].message
     assert found["gpus"] and found["arch_list"]
+
+
+def test_compiler_problem_names_what_triton_lacks(tmp_path):
+    bin_dir, include = tmp_path / "bin", tmp_path / "include"
+    bin_dir.mkdir()
+    include.mkdir()
+    lacks = preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include))
+    assert "C compiler" in lacks and "Python.h" in lacks
+    cc = bin_dir / "cc"
+    cc.write_text("#!/bin/sh\n")
+    cc.chmod(0o755)
+    (include / "Python.h").write_text("")
+    assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include)) is None

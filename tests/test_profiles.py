@@ -9,8 +9,9 @@ from bespoke.errors import BespokeError
 def argv_for(name, tmp_path, user=()):
     p = profiles.get(name)
     r = recipe.build(tmp_path, (*p.overrides, *user), tokenizer_dir=tmp_path / "tok")
-    script = p.launcher_path() or "/opt/sd-scripts/sdxl_train_network.py"
-    return kohya.launch_argv(script, r.argv(), 1, python="python", mixed_precision=str(r.get("mixed_precision")))
+    sd_script = "/opt/sd-scripts/sdxl_train_network.py"  # as pipeline.train: a launcher takes it as argv[1]
+    script, args = (p.launcher_path(), [sd_script]) if p.launcher else (sd_script, [])
+    return kohya.launch_argv(script, args + r.argv(), 1, python="python", mixed_precision=str(r.get("mixed_precision")))
 
 
 def test_exact_is_the_default():
@@ -33,12 +34,22 @@ def test_unknown_profile_names_the_choices():
 def test_fast_keeps_the_math(tmp_path):
     exact, fast = argv_for("exact", tmp_path), argv_for("fast", tmp_path)
     assert "--gradient_checkpointing" in exact and "--gradient_checkpointing" not in fast
-    # every other argument is the same: batch, precision, rank, optimizer, TE LR, scheduler, seed
-    assert [a for a in exact if a != "--gradient_checkpointing"] == fast
+    assert "--xformers" in exact and "--xformers" not in fast and "--sdpa" in fast
+    # fast runs sd-scripts' script through the compile launcher; every other argument is exact's
+    i = fast.index(str(profiles.get("fast").launcher_path()))
+    assert fast[i + 1] == "/opt/sd-scripts/sdxl_train_network.py"
+    rest = fast[:i] + fast[i + 2:]
+    changed = {"--gradient_checkpointing", "--xformers", "/opt/sd-scripts/sdxl_train_network.py"}
+    assert [a for a in exact if a not in changed] == [a for a in rest if a != "--sdpa"]
     for flag in ("--train_batch_size=2", "--mixed_precision=bf16", "--network_dim=128", "--network_alpha=64",
                  "--optimizer_type=AdamW8bit", "--text_encoder_lr=0.00005", "--lr_scheduler=cosine_with_restarts",
-                 "--seed=42"):
+                 "--seed=42", "--max_train_epochs=10"):
         assert flag in fast
+
+
+def test_fast_compiles_and_exact_does_not():
+    assert profiles.get("fast").compiles and profiles.get("fast").launcher == "fastsdxl.py"
+    assert not profiles.get("exact").compiles
 
 
 def test_user_overrides_win_over_the_profile(tmp_path):

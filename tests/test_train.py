@@ -78,6 +78,17 @@ def test_save_every_n_epochs_expects_only_the_saved_epochs(ready):
     assert [e["epoch"] for e in done["epochs"]] == [2, 3]
 
 
+def test_fast_profile_without_a_compiler_stops_with_the_fix(ready, monkeypatch, tmp_path):
+    ws, overrides = ready
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no cc, no gcc
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("BESPOKE_COMPILE", raising=False)
+    with pytest.raises(BespokeError, match="fast profile compiles GPU kernels with Triton") as e:
+        pipeline.train(ws, opts(overrides, profile="fast"))
+    assert "BESPOKE_COMPILE=off" in str(e.value.fix) and "--profile exact" in str(e.value.fix)
+    assert not (ws / "output" / runs.RUN_FILE).exists()  # stopped before anything started
+
+
 def test_second_run_after_done_is_a_no_op(ready, capsys):
     ws, overrides = ready
     pipeline.train(ws, opts(overrides))

@@ -59,8 +59,10 @@ def main():
     fa, fb = newest_lora(a), newest_lora(b)
     sa, sb = load_file(fa), load_file(fb)
     da, db = deltas(sa), deltas(sb)
-    rel = {k: float((da[k] - db[k]).norm() / da[k].norm().clamp_min(1e-30)) for k in da}
-    cos = {k: float(torch.nn.functional.cosine_similarity(da[k].flatten(), db[k].flatten(), dim=0)) for k in da}
+    zero = sorted(k for k in da if not da[k].any() and not db[k].any())  # no gradient reached them in either run
+    rel = {k: float((da[k] - db[k]).norm() / da[k].norm().clamp_min(1e-30)) for k in da if k not in zero}
+    cos = {k: float(torch.nn.functional.cosine_similarity(da[k].flatten(), db[k].flatten(), dim=0))
+           for k in da if k not in zero}
     num = sum(float((da[k] - db[k]).pow(2).sum()) for k in da) ** 0.5
     den = sum(float(da[k].pow(2).sum()) for k in da) ** 0.5
     worst = max(rel, key=rel.get)
@@ -72,7 +74,7 @@ def main():
         "loss_abs_diff_mean": statistics.fmean(diffs), "loss_abs_diff_max": max(diffs),
         "loss_step_spread_std": spread,  # the curve's own noise, the yardstick
         "loss_diff_over_spread": statistics.fmean(diffs) / spread if spread else None,
-        "lora_modules": len(da),
+        "lora_modules": len(da), "lora_modules_zero_in_both": len(zero), "zero_examples": zero[:4],
         "lora_dW_rel_l2_all": num / den,
         "lora_dW_rel_l2_median": statistics.median(rel.values()), "lora_dW_rel_l2_worst": rel[worst],
         "lora_dW_worst_module": worst,

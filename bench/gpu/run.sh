@@ -62,7 +62,7 @@ raw_train() {  # NAME WS EPOCHS [bespoke train options]: the argv bespoke would 
   mkdir -p "$ws/raw_out"
   line=${line//"$ws/output"/"$ws/raw_out"}
   python3 -c "from bespoke import recipe; print(recipe.prompt_file_text(width=1024, height=1024), end='')" \
-    > "$(grep -o -- "--sample_prompts [^ ]*" <<<"$line" | cut -d' ' -f2)" 2>/dev/null || true
+    > "$(grep -oE -- "--sample_prompts[= ][^ ]*" <<<"$line" | cut -c18-)" 2>/dev/null || true
   echo "$line" > "$RES/$name.cmd"
   "${T[@]}" "$name" "$RES" -- bash -c "$line"
   ls -la "$ws/raw_out" | tee -a "$RES/$name.files"
@@ -74,16 +74,15 @@ one() {  # CONFIG SLOT: run one config on GPU SLOT in workspace ws<SLOT>
   case $cfg in
     exact) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 ;;
     raw) clear_latents "$ws"; raw_train "$cfg" "$ws" 2 ;;
-    fast) bespoke_train "$cfg" "$ws" 2 --profile fast ;;
+    nogc) bespoke_train "$cfg" "$ws" 2 --set gradient_checkpointing=false ;;
+    fast) bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # nogc + sdpa + compiled blocks (bespoke/fastsdxl.py)
+    fast_nocompile) BESPOKE_COMPILE=off bespoke_train "$cfg" "$ws" 2 --profile fast ;;
+    fast_xf) bespoke_train "$cfg" "$ws" 2 --profile fast --set xformers=true --set sdpa=false ;;
+    fast_cg) BESPOKE_COMPILE=reduce-overhead bespoke_train "$cfg" "$ws" 2 --profile fast ;;
     vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=8 ;;
     vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=16 ;;
-    compiled) bespoke_train "$cfg" "$ws" 2 --profile compiled ;;
-    compiled_xf) bespoke_train "$cfg" "$ws" 2 --profile compiled --set xformers=true --set sdpa=false ;;
-    compiled_cg) BESPOKE_COMPILE=reduce-overhead bespoke_train "$cfg" "$ws" 2 --profile compiled ;;
-    compiled_gc) bespoke_train "$cfg" "$ws" 2 --profile compiled --set gradient_checkpointing=true ;;
     exact200) bespoke_train "$cfg" "$ws" 10 ;;
     fast200) bespoke_train "$cfg" "$ws" 10 --profile fast ;;
-    compiled200) bespoke_train "$cfg" "$ws" 10 --profile compiled ;;
     # both GPUs, in ws1 (GPU 0's 1-GPU LoRA stays in ws0 for LORA_LOAD); global batch 4: 10 steps/epoch
     exact2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 ;;
     *) echo "unknown config $cfg" ;;
@@ -109,5 +108,5 @@ echo "=== results"
 cat "$RES"/*.json 2>/dev/null | python3 -c "
 import json,sys
 for d in json.loads('['+sys.stdin.read().replace('}\n{','},{').replace('}{','},{')+']'):
-    print(d['name'], d.get('rc'), d.get('s_per_step_median'), d.get('s_per_step_mean'), d.get('peak_mem_mib_nvsmi'), d.get('gpu_busy_pct_nvsmi'), d['milestones_s'])
+    if 'milestones_s' in d: print(d['name'], d.get('rc'), d.get('s_per_step_median'), d.get('s_per_step_mean'), d.get('peak_mem_mib_nvsmi'), d.get('gpu_busy_pct_nvsmi'), d['milestones_s'])
 " 2>&1 || true
