@@ -1,6 +1,7 @@
 """What torch sees of the GPUs, and whether xformers and bitsandbytes work on them, as JSON.
 
-Run as its own process (`python -m bespoke.gpuprobe [--imports-only]`, through bespoke.proc): touching
+Run as its own process (`python -m bespoke.gpuprobe [--imports-only]`, through bespoke.proc; --imports-only
+is what `train` needs before it launches: the GPU count and whether xformers imports, no kernels): touching
 CUDA creates a context that holds GPU memory and shares the card for as long as the process lives, and
 bespoke's launcher lives as long as the training. Nothing CUDA happens in the launcher itself.
 """
@@ -52,7 +53,8 @@ def probe(imports_only: bool = False) -> dict:
         bnb.optim.AdamW8bit([p]).step()
 
     out["xformers"] = _library("xformers", attention)
-    out["bitsandbytes"] = _library("bitsandbytes", adamw8bit if gpu else None)
+    if not imports_only:  # `train` decides on the GPU count and xformers only; bitsandbytes' import alone takes seconds
+        out["bitsandbytes"] = _library("bitsandbytes", adamw8bit if gpu else None)
     return out
 
 
