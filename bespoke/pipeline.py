@@ -66,7 +66,7 @@ def print_findings(findings: list[Finding]) -> None:
 # --- check ---------------------------------------------------------------------------------------
 
 def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None = None,
-          free=None, probed: dict | None = None) -> list[Finding]:
+          free=None, probed: dict | None = None, profile: str | None = None) -> list[Finding]:
     """Every preflight finding; the data is read and checked but nothing is written."""
     opts = opts or PrepareOptions()
     findings = preflight.check_workspace(ws)
@@ -79,7 +79,10 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
     findings += kohya.check()
     findings += preflight.check_libraries(probed, bool(found))
     try:
-        r = recipe.build(ws, overrides, tokenizer_dir=tokens.default_dir(ws))
+        prof = profiles.get(profile or os.environ.get("BESPOKE_PROFILE"))
+        compiler = preflight.compiler_problem() if prof.compiles and os.environ.get("BESPOKE_COMPILE") != "off" else None
+        findings += preflight.check_profile(prof, found, compiler)
+        r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
     except BespokeError as e:
         return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
     n_images = 0
@@ -328,7 +331,7 @@ def run(ws: Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions)
     """check -> prepare -> train -> evaluate: what the container runs."""
     echo("== check")
     topts.probed = preflight.probe()
-    findings = check(ws, data, topts.overrides, popts, probed=topts.probed)
+    findings = check(ws, data, topts.overrides, popts, probed=topts.probed, profile=topts.profile)
     print_findings(findings)
     if preflight.has_errors(findings):
         raise PreflightError("preflight found errors", str(ws), "fix the errors in the table above")

@@ -212,6 +212,23 @@ def compiler_problem(environ: dict | None = None, include: str | None = None) ->
     return " and ".join(missing) if missing else None
 
 
+def check_profile(profile, found: list[Gpu] | None, compiler: str | None) -> list[Finding]:
+    """A speed profile's own needs: a compiler for the compiled one, GPU memory for its measured peak."""
+    out = []
+    if profile.compiles and compiler:
+        out.append(Finding(ERROR, "profile", f"{profile.name} compiles GPU kernels with Triton, which needs {compiler}",
+                           "install gcc and python3-dev (the image has both), set BESPOKE_COMPILE=off, "
+                           "or use --profile exact"))
+    for g in found or []:
+        if g.memory_gb < profile.peak_gib * (1 + MARGIN):
+            out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on an H100; GPU "
+                               f"{g.index} ({g.name}) has {g.memory_gb:.0f} GiB and may run out of memory",
+                               "use --profile exact (13.5 GiB)"))
+    if not out:
+        out.append(Finding(OK, "profile", f"{profile.name}: {profile.note}"))
+    return out
+
+
 def runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:
     """Whether kernels built for `arch_list` run on a GPU: an sm_XY binary runs on the same major
     with a minor >= Y; compute_XY (PTX) is JIT-compiled for any newer GPU."""

@@ -20,6 +20,7 @@ class Profile:
     launcher: str | None = None  # a script beside this module, run by accelerate with sd-scripts' script as argv[1]
     note: str = ""
     compiles: bool = False  # its launcher runs torch.compile: Triton needs a C compiler and Python headers
+    peak_gib: float = 13.5  # GPU memory it peaked at on an H100 (nvidia-smi, bench/RESULTS.md)
 
     def launcher_path(self) -> Path | None:
         return Path(__file__).with_name(self.launcher) if self.launcher else None
@@ -35,7 +36,7 @@ PROFILES: dict[str, Profile] = {
     # agree only loosely (median cosine 0.90), and no exact-vs-exact rerun yet says whether that is
     # GPU-kernel noise.
     "fast": Profile("fast", overrides=("gradient_checkpointing=false", "xformers=false", "sdpa=true"),
-                    launcher="fastsdxl.py", compiles=True,
+                    launcher="fastsdxl.py", compiles=True, peak_gib=23.3,
                     note="same math; no gradient checkpointing, SDPA attention, compiled blocks; ~24 GB of GPU memory"),
 }
 DEFAULT = "exact"

@@ -101,3 +101,10 @@ def test_check_shows_the_save_precision_saving(tmp_path):
     assert "save_precision=bf16 would halve the LoRA files: 9.10 GB instead of 18.20 GB" in r.output
     r = run("check", "--workspace", str(tmp_path), "--set", "save_precision=bf16")
     assert "LoRA files (10 x 0.91 GB)" in r.output and "would halve" not in r.output
+
+
+def test_check_reports_the_profile(tmp_path):
+    r = run("check", "--workspace", str(tmp_path), "--profile", "fast")
+    assert "fast: same math" in r.output
+    r = run("check", "--workspace", str(tmp_path), "--profile", "turbo")
+    assert "unknown profile 'turbo'" in r.output and r.exit_code == 1

@@ -145,3 +145,16 @@ def test_compiler_problem_names_what_triton_lacks(tmp_path):
     cc.chmod(0o755)
     (include / "Python.h").write_text("")
     assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include)) is None
+
+
+def test_profile_findings_name_its_compiler_and_memory_needs():
+    from bespoke import profiles
+
+    fast, exact = profiles.get("fast"), profiles.get("exact")
+    small, big = Gpu(0, "RTX 4090", 23.6, (8, 9)), Gpu(1, "H100", 79.1, (9, 0))
+    by = {f.severity: f for f in preflight.check_profile(fast, [small, big], "a C compiler (cc/gcc)")}
+    assert "needs a C compiler" in by[ERROR].message and "BESPOKE_COMPILE=off" in by[ERROR].fix
+    assert "GPU 0 (RTX 4090) has 24 GiB" in by[WARN].message and "--profile exact" in by[WARN].fix
+    assert [f.severity for f in preflight.check_profile(fast, [big], None)] == [OK]
+    # exact compiles nothing and fits where it was measured
+    assert [f.severity for f in preflight.check_profile(exact, [small], "a C compiler (cc/gcc)")] == [OK]
