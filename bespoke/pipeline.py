@@ -80,8 +80,7 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
     findings += preflight.check_libraries(probed, bool(found))
     try:
         prof = profiles.get(profile or os.environ.get("BESPOKE_PROFILE"))
-        compiler = preflight.compiler_problem() if prof.compiles and os.environ.get("BESPOKE_COMPILE") != "off" else None
-        findings += preflight.check_profile(prof, found, compiler)
+        findings += preflight.check_profile(prof, found, _compiler_problem(prof))
         r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
     except BespokeError as e:
         return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
@@ -136,6 +135,13 @@ def prepare(ws: Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.
 
 # --- train ---------------------------------------------------------------------------------------
 
+def _compiler_problem(profile: profiles.Profile) -> str | None:
+    """What the profile's torch.compile lacks here, unless it compiles nothing (BESPOKE_COMPILE=off)."""
+    if not profile.compiles or os.environ.get("BESPOKE_COMPILE") == "off":
+        return None
+    return preflight.compiler_problem()
+
+
 def _gpu_count(probed: dict) -> int:
     if probed.get("torch") is None:
         raise TrainingError("torch is not installed", sys.executable,
@@ -160,10 +166,9 @@ def train(ws: Path, opts: TrainOptions) -> int:
         except BespokeError:
             pass  # sd-scripts downloads them itself when online
     profile = profiles.get(opts.profile or os.environ.get("BESPOKE_PROFILE"))
-    if profile.compiles and os.environ.get("BESPOKE_COMPILE") != "off" and (lack := preflight.compiler_problem()):
-        raise BespokeError(f"the {profile.name} profile compiles GPU kernels with Triton, which needs {lack}",
-                           sys.executable, "install gcc and python3-dev (the bespoke image has both), "
-                           "or set BESPOKE_COMPILE=off, or use --profile exact")
+    if stop := next((f for f in preflight.check_profile(profile, None, _compiler_problem(profile))
+                     if f.severity == preflight.ERROR), None):
+        raise BespokeError(stop.message, sys.executable, stop.fix)
     # `run` passes its check's probe; the CPU smoke run needs none (it trains with --sdpa)
     probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True))
     r = recipe.build(ws, (*profile.overrides, *opts.overrides), tokenizer_dir=tok_dir,
