@@ -44,7 +44,7 @@ class SdScripts:
 
 def locate(environ: dict | None = None) -> SdScripts:
     environ = os.environ if environ is None else environ
-    path = Path(environ.get(ENV_DIR) or DEFAULT_DIR)
+    path = Path(environ.get(ENV_DIR) or DEFAULT_DIR).absolute()  # the child runs with sd-scripts as its cwd
     if not (path / "sdxl_train_network.py").is_file():
         raise BespokeError(
             "kohya sd-scripts not found", str(path),

@@ -97,3 +97,13 @@ def test_the_child_traceback_before_accelerates_is_the_one_explained():
             "Traceback (most recent call last):", '  File "launch.py"',
             "subprocess.CalledProcessError: Command '[...]' returned non-zero exit status 1."]
     assert "out of memory" in kohya.explain(tail)[0]
+
+
+def test_locate_makes_a_relative_setting_absolute(tmp_path, monkeypatch):
+    """The child runs with sd-scripts as its working directory: a relative path would point nowhere."""
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "sdxl_train_network.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    found = kohya.locate({kohya.ENV_DIR: "sd"})
+    assert found.path == sd and found.script.is_absolute()
