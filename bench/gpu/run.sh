@@ -81,7 +81,7 @@ one() {  # CONFIG SLOT: run one config on GPU SLOT in workspace ws<SLOT>
     fast_cg) BESPOKE_COMPILE=reduce-overhead bespoke_train "$cfg" "$ws" 2 --profile fast ;;
     vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=8 ;;
     vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=16 ;;
-    exact200) bespoke_train "$cfg" "$ws" 10 ;;
+    exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 ;;  # exact200+exact200b: the noise baseline
     fast200) bespoke_train "$cfg" "$ws" 10 --profile fast ;;
     # both GPUs, in ws1 (GPU 0's 1-GPU LoRA stays in ws0 for LORA_LOAD); global batch 4: 10 steps/epoch
     exact2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 ;;
