@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bespoke import proc
+from bespoke import proc, profiles
 
 ERROR, WARN, OK, INFO = "error", "warn", "ok", "info"
 
@@ -223,7 +223,7 @@ def check_profile(profile, found: list[Gpu] | None, compiler: str | None) -> lis
         if g.memory_gb < profile.peak_gib * (1 + MARGIN):
             out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on an H100; GPU "
                                f"{g.index} ({g.name}) has {g.memory_gb:.0f} GiB and may run out of memory",
-                               "use --profile exact (13.5 GiB)"))
+                               f"use --profile exact ({profiles.get('exact').peak_gib} GiB)"))
     if not out:
         out.append(Finding(OK, "profile", f"{profile.name}: {profile.note}"))
     return out

@@ -63,6 +63,21 @@ def patch(sd_scripts: Path) -> None:
     unet._bespoke_tiny = True
 
 
+def sdxl_text_configs():
+    """SDXL's two text-encoder configs as sd-scripts' loader writes them (inline there, so repeated here),
+    through its CLIPTextConfig: the tiny sizes once patch() ran, the real ones otherwise."""
+    from library import sdxl_model_util
+
+    common = dict(vocab_size=49408, max_position_embeddings=77, layer_norm_eps=1e-05, pad_token_id=1,
+                  bos_token_id=0, eos_token_id=2, model_type="clip_text_model")
+    return (sdxl_model_util.CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                           num_attention_heads=12, hidden_act="quick_gelu", projection_dim=768,
+                                           **common),
+            sdxl_model_util.CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                                           num_attention_heads=20, hidden_act="gelu", projection_dim=1280,
+                                           **common))
+
+
 def build_checkpoint(sd_scripts: Path, path: Path, seed: int = 0) -> Path:
     """Random tiny SDXL with sd-scripts' own builders, saved in the single-file SDXL format (fp16)."""
     patch(sd_scripts)
@@ -72,14 +87,7 @@ def build_checkpoint(sd_scripts: Path, path: Path, seed: int = 0) -> Path:
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    te1_cfg = sdxl_model_util.CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-        max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-05, pad_token_id=1,
-        bos_token_id=0, eos_token_id=2, model_type="clip_text_model", projection_dim=768)
-    te2_cfg = sdxl_model_util.CLIPTextConfig(
-        vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-        max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-05, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, model_type="clip_text_model", projection_dim=1280)
+    te1_cfg, te2_cfg = sdxl_text_configs()
     te1, te2 = CLIPTextModel(te1_cfg), CLIPTextModelWithProjection(te2_cfg)
     model = sdxl_original_unet.SdxlUNet2DConditionModel()
     vae = AutoencoderKL(**model_util.create_vae_diffusers_config())

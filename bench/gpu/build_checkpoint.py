@@ -17,16 +17,12 @@ from diffusers import AutoencoderKL  # noqa: E402
 from library import model_util, sdxl_model_util, sdxl_original_unet  # noqa: E402
 from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
 
+from bespoke.tinysdxl import sdxl_text_configs  # noqa: E402
+
 t0 = time.time()
 torch.manual_seed(0)
-te1 = CLIPTextModel(sdxl_model_util.CLIPTextConfig(
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-05, pad_token_id=1, bos_token_id=0,
-    eos_token_id=2, model_type="clip_text_model", projection_dim=768))
-te2 = CLIPTextModelWithProjection(sdxl_model_util.CLIPTextConfig(
-    vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-    max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-05, pad_token_id=1, bos_token_id=0,
-    eos_token_id=2, model_type="clip_text_model", projection_dim=1280))
+te1_cfg, te2_cfg = sdxl_text_configs()  # real sizes: nothing is patched here
+te1, te2 = CLIPTextModel(te1_cfg), CLIPTextModelWithProjection(te2_cfg)
 unet = sdxl_original_unet.SdxlUNet2DConditionModel()
 vae = AutoencoderKL(**model_util.create_vae_diffusers_config())
 t1 = time.time()

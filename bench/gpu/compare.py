@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def losses(output: Path) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = {}
     for f in glob.glob(str(output / "logs" / "**" / "events.out.tfevents.*"), recursive=True):
         acc = EventAccumulator(f, size_guidance={"scalars": 0})

@@ -18,10 +18,11 @@ from safetensors.torch import load_file
 name, outdir, ckpt = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 outputs = [Path(p) for p in sys.argv[4:6]]
 sys.path.insert(0, os.environ["SD_SCRIPTS_DIR"])
+from compare import newest_lora  # noqa: E402  (beside this script)
 from library import sdxl_model_util  # noqa: E402
 from networks import lora  # noqa: E402
 
-files = [sorted(o.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)[-1] for o in outputs]
+files = [newest_lora(o) for o in outputs]
 sds = [load_file(str(f)) for f in files]
 metas = []
 for f in files:
@@ -35,7 +36,6 @@ for f, sd in zip(files, sds, strict=True):
     network.apply_to([te1, te2], unet, True, True)
     res = network.load_state_dict(sd, strict=True)
     strict.append(not res.missing_keys and not res.unexpected_keys)
-    network.restore() if hasattr(network, "restore") else None
 same = {"names": sorted(sds[0]) == sorted(sds[1]),
         "shapes_dtypes": all(sds[0][k].shape == sds[1][k].shape and sds[0][k].dtype == sds[1][k].dtype for k in sds[0])
         if sorted(sds[0]) == sorted(sds[1]) else False}

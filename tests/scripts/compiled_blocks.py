@@ -17,16 +17,13 @@ sd = Path(sys.argv[1])
 tinysdxl.patch(sd)
 import torch  # noqa: E402
 import torch._dynamo.utils  # noqa: E402
-from library import sdxl_model_util, sdxl_original_unet  # noqa: E402
+from library import sdxl_original_unet  # noqa: E402
 from networks import lora  # noqa: E402
 from transformers import CLIPTextModel  # noqa: E402
 
 torch.manual_seed(0)
 unet = sdxl_original_unet.SdxlUNet2DConditionModel()
-te = CLIPTextModel(sdxl_model_util.CLIPTextConfig(
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-05, pad_token_id=1, bos_token_id=0,
-    eos_token_id=2, model_type="clip_text_model", projection_dim=768))
+te = CLIPTextModel(tinysdxl.sdxl_text_configs()[0])
 network = lora.create_network(1.0, 8, 4, None, [te], unet)
 network.apply_to([te], unet, True, True)
 for p in network.parameters():
