@@ -10,6 +10,10 @@ shape share one compiled graph, so SDXL needs a few dozen small graphs, not one 
 modules those blocks call (networks/lora.py rebinds each Linear's forward) are traced into the same
 graphs: the math is the blocks' own. Gradient checkpointing still wraps the compiled bodies.
 
+It also cuts the per-tensor launches around the step (bespoke/fewsteps.py): AdamW8bit over one flat
+copy of each parameter group, and one gradient all-reduce instead of one per tensor, bit for bit the
+same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
+
 BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA graphs),
 max-autotune-no-cudagraphs, or off. As a program it is accelerate's training script:
     fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
@@ -42,6 +46,12 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
         raise SystemExit(f"BESPOKE_COMPILE={mode}: use one of {', '.join(MODES)}")
     if str(sd_scripts) not in sys.path:
         sys.path.insert(0, str(sd_scripts))
+    if os.environ.get("BESPOKE_FLAT_STEP", "on") != "off":
+        from bespoke import fewsteps
+
+        fewsteps.flatten_8bit_groups()
+        fewsteps.bucketed_all_reduce()
+        print("bespoke fastsdxl: flat AdamW8bit groups, one gradient all-reduce per step", flush=True)
     if mode == "off":
         return mode
     import torch

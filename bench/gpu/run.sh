@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command for the GPU bench: set up an offline machine, then time each named config.
 #   bash bench/gpu/run.sh CONFIG...      (from the repo root; results in /tmp/bench/out; bench/gpu/device.sh packs them into $OUT)
-# A CONFIG runs alone on GPU 0; "A+B" runs A on GPU 0 and B on GPU 1 at the same time, each in its own
-# workspace (same data, same seed), for same-call pairs on a 2-GPU machine. Configs: see the case below.
+# A CONFIG runs alone on GPU 0 in workspace ws0 (CONFIG@N: in wsN); "A+B" runs A in ws0 and B in ws1 (same
+# data, same seed), on GPU 0 and GPU 1 at the same time on a 2-GPU machine, one after the other on one GPU.
+# Configs: see the case below.
 # Short configs train 40 steps (40 images, 2 epochs, batch 2); *200 configs train 200 steps for the
 # equivalence check (bench/gpu/compare.py). Needs .whl/ and .cache/sd-scripts carried (bench/RESULTS.md).
 set -u
@@ -34,8 +35,9 @@ fi
 if [ ! -d "$B/ws0/training_data" ]; then
   python3 -m bespoke demo-data --out "$B/data" --count "$IMAGES" >/dev/null &&
   python3 -m bespoke prepare --workspace "$B/ws0" --data "$B/data" --expect "$IMAGES" --repeats 1 2>&1 | tail -3
-  mkdir -p "$B/ws1" && cp -r "$B/ws0/training_data" "$B/ws1/"
+  for n in 1 2; do mkdir -p "$B/ws$n" && cp -r "$B/ws0/training_data" "$B/ws$n/"; done
 fi
+GPUS=$(nvidia-smi -L | wc -l)
 common() {  # EPOCHS: the run's length; one LoRA saved at its end
   echo --set "pretrained_model_name_or_path=$CKPT" --set "max_train_epochs=$1" --set "save_every_n_epochs=$1" \
     --set sample_every_n_epochs=100
@@ -55,12 +57,18 @@ bespoke_train() {  # NAME WS EPOCHS [bespoke train options...]
 }
 
 raw_train() {  # NAME WS EPOCHS [bespoke train options]: the argv bespoke would run, launched without bespoke
-  local name=$1 ws=$2 epochs=$3 line; shift 3
+  # (PROFILED=1: with bench/gpu/profiled.py as accelerate's script, in place of the profile's launcher)
+  local name=$1 ws=$2 epochs=$3 line script; shift 3
   rm -rf "$ws/output" "$ws/raw_out"
   # shellcheck disable=SC2046
   line=$(python3 -m bespoke train --workspace "$ws" $(common "$epochs") "$@" --dry-run | grep -A1 '^launch command:' | tail -1)
   mkdir -p "$ws/raw_out"
   line=${line//"$ws/output"/"$ws/raw_out"}
+  if [ -n "${PROFILED:-}" ]; then
+    script=$SD_SCRIPTS_DIR/sdxl_train_network.py
+    line=${line//"$REPO/bespoke/fastsdxl.py "/}
+    line=${line//"$script"/"$REPO/bench/gpu/profiled.py $script"}
+  fi
   python3 -c "from bespoke import recipe; print(recipe.prompt_file_text(width=1024, height=1024), end='')" \
     > "$(grep -oE -- "--sample_prompts[= ][^ ]*" <<<"$line" | cut -c18-)" 2>/dev/null || true
   echo "$line" > "$RES/$name.cmd"
@@ -68,9 +76,9 @@ raw_train() {  # NAME WS EPOCHS [bespoke train options]: the argv bespoke would 
   ls -la "$ws/raw_out" | tee -a "$RES/$name.files"
 }
 
-one() {  # CONFIG SLOT: run one config on GPU SLOT in workspace ws<SLOT>
+one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0 on a 1-GPU machine)
   local cfg=$1 ws=$B/ws$2
-  export CUDA_VISIBLE_DEVICES=$2
+  export CUDA_VISIBLE_DEVICES=$(( $2 % GPUS ))
   case $cfg in
     exact) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 ;;
     raw) clear_latents "$ws"; raw_train "$cfg" "$ws" 2 ;;
@@ -79,12 +87,19 @@ one() {  # CONFIG SLOT: run one config on GPU SLOT in workspace ws<SLOT>
     fast_nocompile) BESPOKE_COMPILE=off bespoke_train "$cfg" "$ws" 2 --profile fast ;;
     fast_xf) bespoke_train "$cfg" "$ws" 2 --profile fast --set xformers=true --set sdpa=false ;;
     fast_cg) BESPOKE_COMPILE=reduce-overhead bespoke_train "$cfg" "$ws" 2 --profile fast ;;
+    fast_noflat) BESPOKE_FLAT_STEP=off bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # per-tensor AdamW8bit
+    # where the step's time goes (bench/gpu/profiled.py: phases, kernels, top ops), 40 steps, raw launch
+    prof) PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
+    prof_noflat) BESPOKE_FLAT_STEP=off PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
+    prof_exact) PROFILED_BASE=exact PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 ;;
     vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=8 ;;
     vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=16 ;;
     exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 ;;  # exact200+exact200b: the noise baseline
     fast200) bespoke_train "$cfg" "$ws" 10 --profile fast ;;
     # both GPUs, in ws1 (GPU 0's 1-GPU LoRA stays in ws0 for LORA_LOAD); global batch 4: 10 steps/epoch
     exact2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 ;;
+    fast2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 --profile fast ;;
+    fast2gpu_noflat) BESPOKE_FLAT_STEP=off CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 --profile fast ;;
     *) echo "unknown config $cfg" ;;
   esac
   unset CUDA_VISIBLE_DEVICES
@@ -92,15 +107,20 @@ one() {  # CONFIG SLOT: run one config on GPU SLOT in workspace ws<SLOT>
 
 for cfg in "$@"; do
   echo "=== $cfg $(date +%T)"
-  if [[ $cfg == *+* ]]; then
+  if [[ $cfg == *+* && $GPUS -gt 1 ]]; then
     one "${cfg%%+*}" 0 & one "${cfg#*+}" 1 & wait
+  elif [[ $cfg == *+* ]]; then
+    one "${cfg%%+*}" 0; one "${cfg#*+}" 1
+  elif [[ $cfg == *@* ]]; then
+    one "${cfg%@*}" "${cfg#*@}"
   else
     one "$cfg" 0
   fi
 done
-if [ -n "${COMPARE:-}" ]; then  # COMPARE=NAME: the last runs of GPU 0 and GPU 1 (an "A+B" pair), same math?
-  python3 bench/gpu/compare.py "$COMPARE" "$RES" "$B/ws0/output" "$B/ws1/output" 2>&1 | tail -3
-fi
+for spec in ${COMPARE:-}; do  # COMPARE="NAME:I:J ...": the runs in wsI and wsJ, same math? (NAME alone: ws0, ws1)
+  IFS=: read -r cname i j <<<"$spec"
+  python3 bench/gpu/compare.py "$cname" "$RES" "$B/ws${i:-0}/output" "$B/ws${j:-1}/output" 2>&1 | tail -3
+done
 if [ -n "${LORA_LOAD:-}" ]; then  # LORA_LOAD=NAME: GPU 0's LoRA (one GPU) and GPU 1's (the 2-GPU run) load alike?
   python3 bench/gpu/lora_load.py "$LORA_LOAD" "$RES" "$CKPT" "$B/ws0/output" "$B/ws1/output" 2>&1 | tail -3
 fi
@@ -110,3 +130,4 @@ import json,sys
 for d in json.loads('['+sys.stdin.read().replace('}\n{','},{').replace('}{','},{')+']'):
     if 'milestones_s' in d: print(d['name'], d.get('rc'), d.get('s_per_step_median'), d.get('s_per_step_mean'), d.get('peak_mem_mib_nvsmi'), d.get('gpu_busy_pct_nvsmi'), d['milestones_s'])
 " 2>&1 || true
+cat "$RES"/*.phases.json 2>/dev/null
