@@ -72,7 +72,8 @@ raw_train() {  # NAME WS EPOCHS [bespoke train options]: the argv bespoke would 
   python3 -c "from bespoke import recipe; print(recipe.prompt_file_text(width=1024, height=1024), end='')" \
     > "$(grep -oE -- "--sample_prompts[= ][^ ]*" <<<"$line" | cut -c18-)" 2>/dev/null || true
   echo "$line" > "$RES/$name.cmd"
-  "${T[@]}" "$name" "$RES" -- bash -c "$line"
+  # the compile caches bespoke would use in this workspace (a fast run there leaves them warm)
+  TORCHINDUCTOR_CACHE_DIR=$ws/.cache/torchinductor TRITON_CACHE_DIR=$ws/.cache/triton "${T[@]}" "$name" "$RES" -- bash -c "$line"
   ls -la "$ws/raw_out" | tee -a "$RES/$name.files"
 }
 
