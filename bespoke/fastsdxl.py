@@ -57,6 +57,10 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     import torch
     import torch._dynamo
 
+    if os.environ.get("BESPOKE_CPP_WRAPPER") == "1":  # under measurement: kernels launched from C++, not Python
+        import torch._inductor.config
+
+        torch._inductor.config.cpp_wrapper = True
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))

@@ -97,7 +97,7 @@ def report(prof, times, stamps):
     p, n = prof["p"], PROFILE_STEPS[1] - PROFILE_STEPS[0]
     events = p.key_averages()
     kernels = [e for e in p.events() if e.device_type == DeviceType.CUDA]
-    gpu_us = sum(e.time_range.elapsed_us() for e in kernels)
+    gpu_us = sum(e.self_device_time_total for e in events if not e.key.startswith("## "))  # not the ranges
     gaps = [b[1] - a[1] for a, b in itertools.pairwise(stamps)]
     free = [g for (i, _), g in zip(stamps[1:], gaps, strict=True) if i > 5 and i not in SYNC_STEPS and i - 1 not in SYNC_STEPS
             and not (PROFILE_STEPS[0] - 1 <= i <= PROFILE_STEPS[1])]
