@@ -27,15 +27,16 @@ RUN commit="$(tr -d '[:space:]' < /tmp/SD_SCRIPTS_COMMIT)" \
  && echo "${commit}" > /opt/sd-scripts/.bespoke-commit \
  && rm -rf /opt/sd-scripts/.git
 
-# ---- the OS layer: Python 3.12, tini (PID 1), sshd (PUBLIC_KEY), make (make smoke-test), and gcc with
-# Python's headers: Triton builds its launcher with them when the fast profile compiles (torch.compile) ----
+# ---- the OS layer: Python 3.12, tini (PID 1), sshd (PUBLIC_KEY), make (make smoke-test), and gcc and g++
+# with Python's headers: the fast profile's torch.compile builds Triton's launcher (C) and inductor's kernel
+# launcher (C++) with them ----
 FROM ${CUDA_BASE} AS os
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 # Host keys that openssh-server makes on install are deleted: each container makes its own at start.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev make openssh-server python3 python3-dev python3-venv tini \
+ && apt-get install -y --no-install-recommends ca-certificates g++ gcc libc6-dev make openssh-server python3 python3-dev python3-venv tini \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 
 # ---- dependencies: exactly `make kohya-env`, with the cu128 torch file in place of the CPU one ----------

@@ -127,8 +127,9 @@ def train_options(f):
         set_option,
         click.option("--dry-run", is_flag=True, help="Print the training math and the launch command; start nothing."),
         click.option("--profile", default=None, envvar="BESPOKE_PROFILE",
-                     help="Speed profile: exact (the notes' command, default) or fast (the same math, 1.85x on an "
-                     "H100, compiles for 1-2 min at each start; env BESPOKE_PROFILE; see bench/RESULTS.md)."),
+                     help="Speed profile: exact (the notes' command) or fast (the same math, ~3x faster, compiles "
+                     "for 1-4 min at each start). Default: fast on Hopper GPUs (H100, H200), where it was proven; "
+                     "exact elsewhere. Env BESPOKE_PROFILE; see bench/RESULTS.md."),
         click.option("--force", is_flag=True,
                      help="Move a run with a different recipe or data to $WS/archive/ and start fresh."),
         click.option("--num-machines", default=1, show_default=True, help="accelerate multi-node: machines."),

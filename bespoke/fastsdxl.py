@@ -15,7 +15,8 @@ copy of each parameter group, and one gradient all-reduce instead of one per ten
 same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 
 BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA graphs),
-max-autotune-no-cudagraphs, or off. As a program it is accelerate's training script:
+max-autotune-no-cudagraphs, or off. Inductor launches the compiled kernels from generated C++ rather than
+Python (its cpp_wrapper: the same kernels, less host time per launch); BESPOKE_CPP_WRAPPER=0 turns that off. As a program it is accelerate's training script:
     fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
 """
 
@@ -57,7 +58,7 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     import torch
     import torch._dynamo
 
-    if os.environ.get("BESPOKE_CPP_WRAPPER") == "1":  # under measurement: kernels launched from C++, not Python
+    if os.environ.get("BESPOKE_CPP_WRAPPER", "1") != "0":  # launch the kernels from C++: 1.22x (bench/RESULTS.md)
         import torch._inductor.config
 
         torch._inductor.config.cpp_wrapper = True

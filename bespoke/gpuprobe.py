@@ -1,7 +1,7 @@
 """What torch sees of the GPUs, and whether xformers and bitsandbytes work on them, as JSON.
 
 Run as its own process (`python -m bespoke.gpuprobe [--imports-only]`, through bespoke.proc; --imports-only
-is what `train` needs before it launches: the GPU count and whether xformers imports, no kernels): touching
+is what `train` needs before it launches: the GPUs and whether xformers imports, no kernels): touching
 CUDA creates a context that holds GPU memory and shares the card for as long as the process lives, and
 bespoke's launcher lives as long as the training. Nothing CUDA happens in the launcher itself.
 """
@@ -31,7 +31,7 @@ def probe(imports_only: bool = False) -> dict:
     out["torch"] = torch.__version__
     out["device_count"] = torch.cuda.device_count()  # NVML: no CUDA context
     gpu = out["device_count"] > 0 and not imports_only
-    if gpu:
+    if out["device_count"]:  # names, memory and capability: `train` picks its default profile by them
         out["arch_list"] = torch.cuda.get_arch_list()
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)

@@ -49,7 +49,7 @@ class TrainOptions:
     spawn: object = None  # the process seam, replaced by tests
     on_line: object = None
     sample_size: tuple[int, int] | None = None  # the smoke run samples small
-    profile: str | None = None  # bespoke.profiles: exact (default) or a proven faster one
+    profile: str | None = None  # bespoke.profiles: exact or fast; None: the default for the GPUs
     probed: dict | None = None  # bespoke.gpuprobe's answer, when the caller has one already
 
 
@@ -79,8 +79,8 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
     findings += kohya.check()
     findings += preflight.check_libraries(probed, bool(found))
     try:
-        prof = profiles.get(profile or os.environ.get("BESPOKE_PROFILE"))
-        findings += preflight.check_profile(prof, found, _compiler_problem(prof))
+        prof, why = _profile(profile, found)
+        findings += preflight.check_profile(prof, found, _compiler_problem(prof), why)
         r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
     except BespokeError as e:
         return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
@@ -139,7 +139,16 @@ def _compiler_problem(profile: profiles.Profile) -> str | None:
     """What the profile's torch.compile lacks here, unless it compiles nothing (BESPOKE_COMPILE=off)."""
     if not profile.compiles or os.environ.get("BESPOKE_COMPILE") == "off":
         return None
-    return preflight.compiler_problem()
+    return preflight.compiler_problem(cpp=os.environ.get("BESPOKE_CPP_WRAPPER") != "0")
+
+
+def _profile(asked: str | None, found: list | None) -> tuple[profiles.Profile, str | None]:
+    """The profile asked for (--profile, BESPOKE_PROFILE), else the default for these GPUs, with why."""
+    asked = asked or os.environ.get("BESPOKE_PROFILE")
+    if asked:
+        return profiles.get(asked), None
+    name, why = profiles.default_for(found, _compiler_problem(profiles.PROFILES["fast"]))
+    return profiles.get(name), f"default here: {why}"
 
 
 def _gpu_count(probed: dict) -> int:
@@ -165,12 +174,13 @@ def train(ws: Path, opts: TrainOptions) -> int:
             tokens_ok = True
         except BespokeError:
             pass  # sd-scripts downloads them itself when online
-    profile = profiles.get(opts.profile or os.environ.get("BESPOKE_PROFILE"))
+    # `run` passes its check's probe; the CPU smoke run needs none (it trains with --sdpa)
+    probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True))
+    profile, why = _profile(opts.profile, None if opts.cpu else preflight.gpus(probed))
     if stop := next((f for f in preflight.check_profile(profile, None, _compiler_problem(profile))
                      if f.severity == preflight.ERROR), None):
         raise BespokeError(stop.message, sys.executable, stop.fix)
-    # `run` passes its check's probe; the CPU smoke run needs none (it trains with --sdpa)
-    probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True))
+    echo(f"profile: {profile.name} ({why or 'asked for'}): {profile.note}")
     r = recipe.build(ws, (*profile.overrides, *opts.overrides), tokenizer_dir=tok_dir,
                      xformers_available=bool((probed.get("xformers") or {}).get("ok")))
     for w in r.warnings:

@@ -202,30 +202,35 @@ def check_gpus(found: list[Gpu] | None, arch_list: list[str]) -> list[Finding]:
     return out
 
 
-def compiler_problem(environ: dict | None = None, include: str | None = None) -> str | None:
-    """What torch.compile's Triton kernels lack to build here: a C compiler and Python's headers."""
+def compiler_problem(environ: dict | None = None, include: str | None = None, cpp: bool = True) -> str | None:
+    """What torch.compile lacks to build its kernels here: a C compiler and Python's headers (Triton's
+    launcher), and a C++ compiler when inductor launches the kernels from C++ (the fast profile's default)."""
     env = os.environ if environ is None else environ
-    cc = env.get("CC") or shutil.which("cc", path=env.get("PATH")) or shutil.which("gcc", path=env.get("PATH"))
+    path = env.get("PATH")
+    cc = env.get("CC") or shutil.which("cc", path=path) or shutil.which("gcc", path=path)
+    cxx = env.get("CXX") or shutil.which("c++", path=path) or shutil.which("g++", path=path)
     include = include or sysconfig.get_paths()["include"]
-    missing = [what for what, ok in (("a C compiler (cc/gcc)", cc), ("Python.h (" + include + ")",
-                                     Path(include, "Python.h").is_file())) if not ok]
+    needs = [("a C compiler (cc/gcc)", cc), ("Python.h (" + include + ")", Path(include, "Python.h").is_file())]
+    if cpp:
+        needs.append(("a C++ compiler (c++/g++)", cxx))
+    missing = [what for what, ok in needs if not ok]
     return " and ".join(missing) if missing else None
 
 
-def check_profile(profile, found: list[Gpu] | None, compiler: str | None) -> list[Finding]:
+def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: str | None = None) -> list[Finding]:
     """A speed profile's own needs: a compiler for the compiled one, GPU memory for its measured peak."""
     out = []
     if profile.compiles and compiler:
-        out.append(Finding(ERROR, "profile", f"{profile.name} compiles GPU kernels with Triton, which needs {compiler}",
-                           "install gcc and python3-dev (the image has both), set BESPOKE_COMPILE=off, "
+        out.append(Finding(ERROR, "profile", f"{profile.name} compiles GPU kernels, which needs {compiler}",
+                           "install gcc, g++ and python3-dev (the image has them), set BESPOKE_COMPILE=off, "
                            "or use --profile exact"))
     for g in found or []:
         if g.memory_gb < profile.peak_gib * (1 + MARGIN):
-            out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on an H100; GPU "
+            out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on H100/H200s; GPU "
                                f"{g.index} ({g.name}) has {g.memory_gb:.0f} GiB and may run out of memory",
                                f"use --profile exact ({profiles.get('exact').peak_gib} GiB)"))
     if not out:
-        out.append(Finding(OK, "profile", f"{profile.name}: {profile.note}"))
+        out.append(Finding(OK, "profile", f"{profile.name}: {profile.note}" + (f" ({why})" if why else "")))
     return out
 
 

@@ -1,8 +1,9 @@
 """Training profiles: the same math, different speed levers.
 
-`exact` is the notes' recipe as is and stays the default until another profile is proven equivalent
-on a GPU (see bench/RESULTS.md). A profile adds recipe overrides and may name a launcher script that
-patches sd-scripts at run time (as the smoke test's tiny model does), never its code.
+`exact` is the notes' recipe as is. `fast` is the same math, ~3x faster; it is the default on the GPUs
+where it was proven (`default_for`: Hopper, i.e. H100 and H200; bench/RESULTS.md), exact elsewhere. A
+profile adds recipe overrides and may name a launcher script that patches sd-scripts at run time (as the
+smoke test's tiny model does), never its code.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class Profile:
     launcher: str | None = None  # a script beside this module, run by accelerate with sd-scripts' script as argv[1]
     note: str = ""
     compiles: bool = False  # its launcher runs torch.compile: Triton needs a C compiler and Python headers
-    peak_gib: float = 13.5  # GPU memory it peaked at on an H100 (nvidia-smi, bench/RESULTS.md)
+    peak_gib: float = 13.5  # GPU memory it peaked at on H100/H200s, 1 or 2 GPUs (nvidia-smi, bench/RESULTS.md)
 
     def launcher_path(self) -> Path | None:
         return Path(__file__).with_name(self.launcher) if self.launcher else None
@@ -29,21 +30,35 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "exact": Profile("exact", note="the notes' command, unchanged"),
     # The same math as exact: batch 2, bf16, dim 128/alpha 64, AdamW8bit, TE LoRA, scheduler, steps,
-    # seed. Faster by: no gradient checkpointing (memory allows: 24 GB), PyTorch's SDPA attention
-    # kernel, and SDXL's repeated blocks compiled by bespoke/fastsdxl.py. Measured on H100s
-    # (bench/RESULTS.md): 0.64 vs 1.19 s/step, ~80 s of compiling per run, and a 200-step same-seed
-    # loss curve within 6% of the curve's own step-to-step spread. Not the default: the LoRA weights
-    # agree only loosely (median cosine 0.90), and no exact-vs-exact rerun yet says whether that is
-    # GPU-kernel noise.
+    # seed. Faster by: no gradient checkpointing (memory allows), PyTorch's SDPA attention kernel,
+    # SDXL's repeated blocks compiled by bespoke/fastsdxl.py (kernels launched from C++), and one
+    # optimizer update and one all-reduce per step instead of one per LoRA tensor (bespoke/fewsteps.py,
+    # bit-identical). Measured (bench/RESULTS.md): 0.28 vs 0.89 s/step on an H200 (3.15x), 0.50 vs
+    # 1.37 on an H100 before the C++ launcher; 1-4 min of compiling per start. Same seed, 200 steps on
+    # an H100: it differs from exact as much as exact differs from its own rerun (loss and LoRA).
     "fast": Profile("fast", overrides=("gradient_checkpointing=false", "xformers=false", "sdpa=true"),
-                    launcher="fastsdxl.py", compiles=True, peak_gib=23.3,
-                    note="same math; no gradient checkpointing, SDPA attention, compiled blocks; ~24 GB of GPU memory"),
+                    launcher="fastsdxl.py", compiles=True, peak_gib=32.6,
+                    note="same math, ~3x faster; no gradient checkpointing, SDPA, compiled blocks; ~33 GB of GPU memory"),
 }
-DEFAULT = "exact"
+PROVEN_ON = 9  # fast was proven on compute capability 9.x (Hopper: the H100; the H200 runs the same sm_90 kernels)
 
 
-def get(name: str | None) -> Profile:
-    name = name or DEFAULT
+def default_for(gpus: list | None, compiler_missing: str | None = None) -> tuple[str, str]:
+    """The profile to use when none is asked for, and why: fast on GPUs where it was proven, with room for
+    its peak memory and a compiler for its kernels; exact anywhere else (and on the CPU)."""
+    fast = PROFILES["fast"]
+    if not gpus:
+        return "exact", "no GPU"
+    if any(g.capability[0] != PROVEN_ON for g in gpus):
+        return "exact", f"fast is proven on Hopper GPUs (H100, H200), not on {gpus[0].name}"
+    if any(g.memory_gb < fast.peak_gib * 1.1 for g in gpus):
+        return "exact", f"fast peaks at {fast.peak_gib} GiB; {gpus[0].name} has less room"
+    if compiler_missing:
+        return "exact", f"fast compiles kernels and needs {compiler_missing}"
+    return "fast", f"the same math as exact, ~3x faster, proven on Hopper GPUs ({gpus[0].name})"
+
+
+def get(name: str) -> Profile:
     if name not in PROFILES:
         raise BespokeError(f"unknown profile '{name}'", "--profile", f"use one of: {', '.join(PROFILES)}")
     return PROFILES[name]

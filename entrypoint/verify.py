@@ -96,11 +96,11 @@ def check_imports() -> list[str]:
 
 
 def check_compiler() -> list[str]:
-    """The fast profile's torch.compile has Triton build a launcher with cc and Python.h at run time."""
+    """The fast profile's torch.compile builds launchers with cc, c++ and Python.h at run time."""
     from bespoke.preflight import compiler_problem
 
     lack = compiler_problem()
-    return [f"Triton needs {lack}: add gcc and python3-dev to the Dockerfile's OS layer"] if lack else []
+    return [f"torch.compile needs {lack}: add gcc, g++ and python3-dev to the Dockerfile's OS layer"] if lack else []
 
 
 def main(argv: list[str]) -> int:

@@ -139,12 +139,15 @@ def test_compiler_problem_names_what_triton_lacks(tmp_path):
     bin_dir.mkdir()
     include.mkdir()
     lacks = preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include))
-    assert "C compiler" in lacks and "Python.h" in lacks
-    cc = bin_dir / "cc"
-    cc.write_text("#!/bin/sh\n")
-    cc.chmod(0o755)
+    assert "C compiler" in lacks and "Python.h" in lacks and "C++ compiler" in lacks
+    for name in ("cc", "c++"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
     (include / "Python.h").write_text("")
     assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include)) is None
+    (bin_dir / "c++").unlink()  # inductor's C++ launcher off (BESPOKE_CPP_WRAPPER=0): Triton's C is enough
+    assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include)) == "a C++ compiler (c++/g++)"
+    assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include), cpp=False) is None
 
 
 def test_profile_findings_name_its_compiler_and_memory_needs():

@@ -14,9 +14,28 @@ def argv_for(name, tmp_path, user=()):
     return kohya.launch_argv(script, args + r.argv(), 1, python="python", mixed_precision=str(r.get("mixed_precision")))
 
 
-def test_exact_is_the_default():
-    assert profiles.DEFAULT == "exact"
-    assert profiles.get(None) is profiles.PROFILES["exact"]
+def gpu(name="NVIDIA H100 80GB HBM3", memory_gb=79.2, capability=(9, 0), index=0):
+    from bespoke.preflight import Gpu
+
+    return Gpu(index, name, memory_gb, capability)
+
+
+def test_fast_is_the_default_on_hopper_gpus_where_it_was_proven():
+    assert profiles.default_for([gpu()])[0] == "fast"
+    assert profiles.default_for([gpu("NVIDIA H200", 139.8), gpu("NVIDIA H200", 139.8, index=1)])[0] == "fast"
+
+
+@pytest.mark.parametrize("gpus, missing, why", [
+    (None, None, "no GPU"),
+    ([], None, "no GPU"),
+    ([gpu("NVIDIA A100-SXM4-80GB", 79.2, (8, 0))], None, "not on NVIDIA A100"),
+    ([gpu(), gpu("NVIDIA L40S", 44.4, (8, 9), 1)], None, "proven on Hopper"),  # every GPU must qualify
+    ([gpu("NVIDIA H100 (a 24 GiB MIG slice)", 23.5)], None, "peaks at"),
+    ([gpu()], "a C++ compiler (c++/g++)", "needs a C++ compiler"),
+])
+def test_exact_is_the_default_anywhere_else(gpus, missing, why):
+    name, reason = profiles.default_for(gpus, missing)
+    assert name == "exact" and why in reason
 
 
 def test_exact_changes_nothing(tmp_path):

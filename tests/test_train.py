@@ -83,7 +83,7 @@ def test_fast_profile_without_a_compiler_stops_with_the_fix(ready, monkeypatch, 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no cc, no gcc
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.delenv("BESPOKE_COMPILE", raising=False)
-    with pytest.raises(BespokeError, match="fast compiles GPU kernels with Triton") as e:
+    with pytest.raises(BespokeError, match="fast compiles GPU kernels, which needs a C compiler") as e:
         pipeline.train(ws, opts(overrides, profile="fast"))
     assert "BESPOKE_COMPILE=off" in str(e.value.fix) and "--profile exact" in str(e.value.fix)
     assert not (ws / "output" / runs.RUN_FILE).exists()  # stopped before anything started
@@ -170,6 +170,33 @@ def test_sigterm_is_forwarded_and_recorded(ready):
     assert (ws / "output" / "fake-got-sigterm").read_text() == str(int(signal.SIGTERM))
     status = json.loads((ws / "output" / "status.json").read_text())
     assert status["stage"] == "interrupted" and "interrupted at step" in status["message"]
+
+
+def gpu_probe(name, memory_gb, capability):
+    """What bespoke.gpuprobe answers on a one-GPU pod (its own process: the seam, replaced by this answer)."""
+    return {"torch": "2.11.0", "device_count": 1, "arch_list": ["sm_90"], "xformers": {"ok": True},
+            "gpus": [{"index": 0, "name": name, "memory_gb": memory_gb, "capability": list(capability)}]}
+
+
+@pytest.mark.parametrize("card, asked, expect", [
+    (("NVIDIA H100 80GB HBM3", 79.2, (9, 0)), None, "fast"),
+    (("NVIDIA A100-SXM4-80GB", 79.2, (8, 0)), None, "exact"),
+    (("NVIDIA H100 80GB HBM3", 79.2, (9, 0)), "exact", "exact"),
+])
+def test_the_default_profile_follows_the_gpu(ready, capsys, monkeypatch, card, asked, expect):
+    ws, overrides = ready
+    monkeypatch.delenv("BESPOKE_PROFILE", raising=False)
+    monkeypatch.setattr("bespoke.preflight.compiler_problem", lambda **kw: None)  # FAKE toolchain: cc, c++, Python.h
+    o = pipeline.TrainOptions(overrides=tuple(overrides), dry_run=True, probed=gpu_probe(*card), profile=asked,
+                              spawn=fake_spawn("fail:9"))
+    assert pipeline.train(ws, o) == 0
+    out = capsys.readouterr().out
+    (cmd,) = [line for line in out.splitlines() if "accelerate.commands.launch" in line]
+    assert f"profile: {expect} (" in out
+    assert ("fastsdxl.py" in cmd and "--sdpa" in cmd) == (expect == "fast")
+    assert ("--gradient_checkpointing" in cmd and "--xformers" in cmd) == (expect == "exact")
+    if asked is None:
+        assert "default here: " in out
 
 
 def test_dry_run_prints_math_and_one_command_and_starts_nothing(ready, capsys):
