@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -97,8 +98,12 @@ class Status:
 class Follower:
     """Turns child output lines into status updates, a progress display and a loss history."""
 
+    RATE_WINDOW = 100  # steps: the s/step and ETA shown come from the last ones seen
+    RATE_MIN_SPAN = 5  # fewer steps seen than this: tqdm's own rate
+
     def __init__(self, status_path: Path, loss_path: Path | None, status: Status, *, step_offset: int = 0,
-                 total: int | None = None, tty: bool | None = None, out=None, plain_every: float = 30.0):
+                 total: int | None = None, tty: bool | None = None, out=None, plain_every: float = 30.0,
+                 clock=time.monotonic):
         self.path = Path(status_path)
         self.loss_path = loss_path
         self.status = status
@@ -115,6 +120,8 @@ class Follower:
         self._pending = None
         self._last_step = -1
         self._bar_shown = False
+        self.clock = clock
+        self._seen: deque[tuple[float, int]] = deque(maxlen=self.RATE_WINDOW)  # (time, step) as each step appears
         self.write(force=True)
 
     def write(self, force: bool = False) -> None:
@@ -149,8 +156,10 @@ class Follower:
         s.step = self.step_offset + t.step
         s.total = self.total or self.step_offset + t.total
         s.loss = t.loss if t.loss is not None else s.loss
-        s.seconds_per_step = t.seconds_per_step
-        s.eta = fmt_seconds(t.seconds_per_step * (s.total - s.step)) if t.seconds_per_step else t.eta
+        if t.step != self._last_step:
+            self._seen.append((self.clock(), t.step))
+        s.seconds_per_step = self._recent_rate() or t.seconds_per_step
+        s.eta = fmt_seconds(s.seconds_per_step * (s.total - s.step)) if s.seconds_per_step else t.eta
         if s.stage not in ("sampling", "saving") or t.step != self._last_step:
             s.stage = "training"
         # tqdm shows a step first with the previous loss, then again with its own: keep the last one seen
@@ -161,6 +170,14 @@ class Follower:
         self._last_step = t.step
         self.write()
         self._show(s)
+
+    def _recent_rate(self) -> float | None:
+        """Seconds per step over the last steps seen. sd-scripts' tqdm averages over the whole run
+        (smoothing=0), so a first step that waited minutes for torch.compile would inflate its ETA for hours."""
+        if len(self._seen) < 2 or self._seen[-1][1] - self._seen[0][1] < self.RATE_MIN_SPAN:
+            return None
+        (t0, s0), (t1, s1) = self._seen[0], self._seen[-1]
+        return (t1 - t0) / (s1 - s0)
 
     def flush(self) -> None:
         """Append the last step's loss to the loss history (loss.jsonl)."""

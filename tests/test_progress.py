@@ -71,6 +71,22 @@ def test_follower_after_resume_counts_the_whole_run(tmp_path):
     assert "step 60/" not in shown
 
 
+def test_rate_and_eta_come_from_the_recent_steps_not_tqdms_run_average(tmp_path):
+    """The fast profile compiles for minutes inside step 1; sd-scripts' tqdm (smoothing=0) then reports the
+    whole run's average, 10x the real step time, and an ETA hours too long."""
+    now = [0.0]
+    f = progress.Follower(tmp_path / "s.json", None, progress.Status(), tty=False, out=io.StringIO(),
+                          clock=lambda: now[0])
+    for step in range(1, 31):  # step 1 after 200 s of compiling, then 0.4 s a step
+        now[0] = 200.0 + 0.4 * step
+        tqdm_rate = now[0] / step
+        f.feed(f"steps:   0%|          | {step}/10150 [00:00<9:59:59, {tqdm_rate:.2f}s/it, avr_loss=0.5]")
+        f.feed(f"steps:   0%|          | {step}/10150 [00:00<9:59:59, {tqdm_rate:.2f}s/it, avr_loss=0.4]")
+    s = f.status
+    assert abs(s.seconds_per_step - 0.4) < 1e-9
+    assert s.eta.startswith("1:07:")  # 0.4 s x 10,120 steps, where tqdm's 7.07 s/it says ~20 h
+
+
 def test_tty_keeps_one_line(tmp_path):
     out = io.StringIO()
     f = progress.Follower(tmp_path / "s.json", None, progress.Status(), tty=True, out=out)
