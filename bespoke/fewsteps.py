@@ -10,9 +10,10 @@ Both are elementwise, so they can run on all the tensors at once with the same r
   tensor. When every tensor of a group has a multiple of 256 elements, their concatenation has the same
   blocks, so one update over a flat copy of the group computes what the per-tensor updates compute. The
   optimizer then owns the flat copy (its state and state_dict are flat); each step copies the weights
-  and gradients in and the new weights out, in a few multi-tensor kernels (so whatever else changes the
-  weights, a resume's load or sd-scripts' max-norm regularization, the update sees it). Tensors with no gradient at the first step
-  (LoRA on a text-encoder layer SDXL does not use) stay outside, skipped as bitsandbytes skips them.
+  and gradients in and the new weights out, in a few multi-tensor kernels (so the update sees whatever
+  else changes the weights: a resume's load, sd-scripts' max-norm regularization). Tensors with no
+  gradient at the first step (LoRA on the text-encoder layer SDXL does not use) stay outside, skipped as
+  bitsandbytes skips them.
 - `bucketed_all_reduce`: all the gradients in one all-reduce (sum, then divided by the number of
   processes, as accelerate's mean), and nothing on one process, where the per-tensor reduce only cloned.
 """
@@ -33,7 +34,7 @@ class FlatGroup:
         flat = torch.cat([p.detach().reshape(-1) for p in members])
         self.param = torch.nn.Parameter(flat)
         sizes = [p.numel() for p in members]
-        self.views = [v.view_as(p) for v, p in zip(flat.split(sizes), members, strict=True)]  # into self.param's storage
+        self.views = [v.view_as(p) for v, p in zip(flat.split(sizes), members, strict=True)]  # into self.param
         self.grad_views: list[torch.Tensor] = []
 
     def gather(self) -> None:
@@ -53,7 +54,7 @@ class FlatGroup:
         torch._foreach_copy_(self.members, self.views)
 
 
-def _eligible(opt, group: dict, members: list[torch.Tensor]) -> bool:
+def _eligible(opt, members: list[torch.Tensor]) -> bool:
     args = opt.args
     return (len(members) > 1 and getattr(args, "optim_bits", 32) == 8 and not getattr(opt, "is_paged", False)
             and not getattr(opt.mng, "index2config", None)  # no per-parameter overrides
@@ -84,7 +85,7 @@ def _flat_groups(opt) -> list[FlatGroup]:
         chosen = []
         for group in opt.param_groups:
             idx = [i for i, p in enumerate(group["params"]) if p.grad is not None]
-            chosen.append(idx if _eligible(opt, group, [group["params"][i] for i in idx]) else None)
+            chosen.append(idx if _eligible(opt, [group["params"][i] for i in idx]) else None)
         flats = _flatten(opt, chosen)
         print(f"bespoke: {type(opt).__name__} updates {sum(len(fg.members) for fg in flats)} tensors as "
               f"{len(flats)} flat groups", flush=True)
@@ -154,7 +155,8 @@ def reduce_mean(grads: list[torch.Tensor]) -> None:
         flat = torch.cat([g.reshape(-1) for g in same])
         dist.all_reduce(flat, dist.ReduceOp.SUM)
         flat /= world
-        torch._foreach_copy_(same, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in same]), same, strict=True)])
+        parts = flat.split([g.numel() for g in same])
+        torch._foreach_copy_(same, [v.view_as(g) for v, g in zip(parts, same, strict=True)])
 
 
 def bucketed_all_reduce() -> None:

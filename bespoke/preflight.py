@@ -225,7 +225,7 @@ def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: s
                            "install gcc, g++ and python3-dev (the image has them), set BESPOKE_COMPILE=off, "
                            "or use --profile exact"))
     for g in found or []:
-        if g.memory_gb < profile.peak_gib * (1 + MARGIN):
+        if g.memory_gb < profile.peak_gib * profiles.HEADROOM:
             out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on H100/H200s; GPU "
                                f"{g.index} ({g.name}) has {g.memory_gb:.0f} GiB and may run out of memory",
                                f"use --profile exact ({profiles.get('exact').peak_gib} GiB)"))

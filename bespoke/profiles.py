@@ -20,7 +20,7 @@ class Profile:
     overrides: tuple[str, ...] = ()
     launcher: str | None = None  # a script beside this module, run by accelerate with sd-scripts' script as argv[1]
     note: str = ""
-    compiles: bool = False  # its launcher runs torch.compile: Triton needs a C compiler and Python headers
+    compiles: bool = False  # its launcher runs torch.compile: it needs C and C++ compilers and Python's headers
     peak_gib: float = 13.5  # GPU memory it peaked at on H100/H200s, 1 or 2 GPUs (nvidia-smi, bench/RESULTS.md)
 
     def launcher_path(self) -> Path | None:
@@ -33,14 +33,15 @@ PROFILES: dict[str, Profile] = {
     # seed. Faster by: no gradient checkpointing (memory allows), PyTorch's SDPA attention kernel,
     # SDXL's repeated blocks compiled by bespoke/fastsdxl.py (kernels launched from C++), and one
     # optimizer update and one all-reduce per step instead of one per LoRA tensor (bespoke/fewsteps.py,
-    # bit-identical). Measured (bench/RESULTS.md): 0.28 vs 0.89 s/step on an H200 (3.15x), 0.50 vs
-    # 1.37 on an H100 before the C++ launcher; 1-4 min of compiling per start. Same seed, 200 steps on
+    # bit-identical). Measured (bench/RESULTS.md): 0.28 vs 0.89 s/step on an H200 (3.15x), 0.36 on an
+    # H100 (exact 1.2-1.4 there); 1-4 min of compiling per start. Same seed, 200 steps on
     # an H100: it differs from exact as much as exact differs from its own rerun (loss and LoRA).
     "fast": Profile("fast", overrides=("gradient_checkpointing=false", "xformers=false", "sdpa=true"),
                     launcher="fastsdxl.py", compiles=True, peak_gib=32.6,
                     note="same math, ~3x faster; no gradient checkpointing, SDPA, compiled blocks; ~33 GB of GPU memory"),
 }
 PROVEN_ON = 9  # fast was proven on compute capability 9.x (Hopper: the H100; the H200 runs the same sm_90 kernels)
+HEADROOM = 1.1  # a GPU needs 10 % more memory than a profile's measured peak
 
 
 def default_for(gpus: list | None, compiler_missing: str | None = None) -> tuple[str, str]:
@@ -49,10 +50,10 @@ def default_for(gpus: list | None, compiler_missing: str | None = None) -> tuple
     fast = PROFILES["fast"]
     if not gpus:
         return "exact", "no GPU"
-    if any(g.capability[0] != PROVEN_ON for g in gpus):
-        return "exact", f"fast is proven on Hopper GPUs (H100, H200), not on {gpus[0].name}"
-    if any(g.memory_gb < fast.peak_gib * 1.1 for g in gpus):
-        return "exact", f"fast peaks at {fast.peak_gib} GiB; {gpus[0].name} has less room"
+    if other := next((g for g in gpus if g.capability[0] != PROVEN_ON), None):
+        return "exact", f"fast is proven on Hopper GPUs (H100, H200), not on {other.name}"
+    if small := next((g for g in gpus if g.memory_gb < fast.peak_gib * HEADROOM), None):
+        return "exact", f"fast peaks at {fast.peak_gib} GiB; {small.name} has {small.memory_gb:.0f} GiB"
     if compiler_missing:
         return "exact", f"fast compiles kernels and needs {compiler_missing}"
     return "fast", f"the same math as exact, ~3x faster, proven on Hopper GPUs ({gpus[0].name})"
