@@ -16,8 +16,8 @@ same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 
 BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA graphs),
 max-autotune-no-cudagraphs, or off. Inductor launches the compiled kernels from generated C++ rather than
-Python (its cpp_wrapper: the same kernels, less host time per launch); BESPOKE_CPP_WRAPPER=0 turns that
-off. As a program it is accelerate's training script:
+Python (its cpp_wrapper: the same kernels, less host time per launch) where it can build that launcher (a
+C++ compiler and CUDA's headers: the image has them); BESPOKE_CPP_WRAPPER=0 turns that off. As a program it is accelerate's training script:
     fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
 """
 
@@ -60,9 +60,14 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     import torch._dynamo
 
     if os.environ.get("BESPOKE_CPP_WRAPPER", "1") != "0":  # launch the kernels from C++: 1.22x (bench/RESULTS.md)
-        import torch._inductor.config
+        from bespoke.preflight import cpp_launcher_problem
 
-        torch._inductor.config.cpp_wrapper = True
+        if lack := cpp_launcher_problem():
+            print(f"bespoke fastsdxl: kernels launched from Python (~1.2x slower); C++ needs {lack}", flush=True)
+        else:
+            import torch._inductor.config
+
+            torch._inductor.config.cpp_wrapper = True
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))

@@ -80,7 +80,7 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
     findings += preflight.check_libraries(probed, bool(found))
     try:
         prof, why = _profile(profile, found)
-        findings += preflight.check_profile(prof, found, _compiler_problem(prof), why)
+        findings += preflight.check_profile(prof, found, _compiler_problem(prof), why, _cpp_launcher_problem(prof))
         r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
     except BespokeError as e:
         return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
@@ -139,7 +139,14 @@ def _compiler_problem(profile: profiles.Profile) -> str | None:
     """What the profile's torch.compile lacks here, unless it compiles nothing (BESPOKE_COMPILE=off)."""
     if not profile.compiles or os.environ.get("BESPOKE_COMPILE") == "off":
         return None
-    return preflight.compiler_problem(cpp=os.environ.get("BESPOKE_CPP_WRAPPER") != "0")
+    return preflight.compiler_problem()
+
+
+def _cpp_launcher_problem(profile: profiles.Profile) -> str | None:
+    """What fast's C++ kernel launcher lacks here (it then launches from Python), unless it is off."""
+    if _compiler_problem(profile) is not None or os.environ.get("BESPOKE_CPP_WRAPPER") == "0":
+        return None
+    return preflight.cpp_launcher_problem()
 
 
 def _profile(asked: str | None, found: list | None) -> tuple[profiles.Profile, str | None]:

@@ -202,28 +202,64 @@ def check_gpus(found: list[Gpu] | None, arch_list: list[str]) -> list[Finding]:
     return out
 
 
-def compiler_problem(environ: dict | None = None, include: str | None = None, cpp: bool = True) -> str | None:
-    """What torch.compile lacks to build its kernels here: a C compiler and Python's headers (Triton's
-    launcher), and a C++ compiler when inductor launches the kernels from C++ (the fast profile's default)."""
+def compiler_problem(environ: dict | None = None, include: str | None = None) -> str | None:
+    """What torch.compile's Triton kernels lack to build here: a C compiler and Python's headers."""
     env = os.environ if environ is None else environ
-    path = env.get("PATH")
-    cc = env.get("CC") or shutil.which("cc", path=path) or shutil.which("gcc", path=path)
-    cxx = env.get("CXX") or shutil.which("c++", path=path) or shutil.which("g++", path=path)
+    cc = env.get("CC") or shutil.which("cc", path=env.get("PATH")) or shutil.which("gcc", path=env.get("PATH"))
     include = include or sysconfig.get_paths()["include"]
-    needs = [("a C compiler (cc/gcc)", cc), ("Python.h (" + include + ")", Path(include, "Python.h").is_file())]
-    if cpp:
-        needs.append(("a C++ compiler (c++/g++)", cxx))
-    missing = [what for what, ok in needs if not ok]
+    missing = [what for what, ok in (("a C compiler (cc/gcc)", cc), ("Python.h (" + include + ")",
+                                     Path(include, "Python.h").is_file())) if not ok]
     return " and ".join(missing) if missing else None
 
 
-def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: str | None = None) -> list[Finding]:
+# What inductor's C++ kernel launcher includes (torch/csrc/inductor/aoti_runtime/utils_cuda.h, and the
+# CCCL header cuda_fp16.h needs): CUDA's headers, which pip's torch does not bring.
+CUDA_HEADERS = ("cuda.h", "cuda_runtime.h", "cuda_bf16.h", "cuda_fp8.h", "nv/target")
+
+
+def cuda_home(environ: dict | None = None, default: str = "/usr/local/cuda") -> Path | None:
+    """Where torch looks for the CUDA toolkit (torch.utils.cpp_extension._find_cuda_home)."""
+    env = os.environ if environ is None else environ
+    home = env.get("CUDA_HOME") or env.get("CUDA_PATH")
+    if not home:
+        nvcc = shutil.which("nvcc", path=env.get("PATH"))
+        home = str(Path(nvcc).resolve().parent.parent) if nvcc else default
+        if not Path(home).exists():
+            return None
+    return Path(home)
+
+
+def cpp_launcher_problem(environ: dict | None = None, default_home: str = "/usr/local/cuda") -> str | None:
+    """What the fast profile's C++ kernel launcher (inductor's cpp_wrapper) lacks here: a C++ compiler and
+    CUDA's headers. Without them fast launches its kernels from Python (bench/RESULTS.md: ~1.2x slower)."""
+    env = os.environ if environ is None else environ
+    path = env.get("PATH")
+    missing = []
+    if not (env.get("CXX") or shutil.which("c++", path=path) or shutil.which("g++", path=path)):
+        missing.append("a C++ compiler (c++/g++)")
+    home = cuda_home(env, default_home)
+    dirs = [home / "include"] if home else []
+    dirs += [Path(env["CUDA_INC_PATH"])] if env.get("CUDA_INC_PATH") else []
+    absent = [h for h in CUDA_HEADERS if not any((d / h).is_file() for d in dirs)]
+    if absent:
+        where = ", ".join(map(str, dirs)) or "no CUDA_HOME"
+        missing.append(f"CUDA's headers ({', '.join(absent)}; looked in {where})")
+    return " and ".join(missing) if missing else None
+
+
+def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: str | None = None,
+                  cpp_launcher: str | None = None) -> list[Finding]:
     """A speed profile's own needs: a compiler for the compiled one, GPU memory for its measured peak."""
     out = []
     if profile.compiles and compiler:
-        out.append(Finding(ERROR, "profile", f"{profile.name} compiles GPU kernels, which needs {compiler}",
-                           "install gcc, g++ and python3-dev (the image has them), set BESPOKE_COMPILE=off, "
+        out.append(Finding(ERROR, "profile", f"{profile.name} compiles GPU kernels with Triton, which needs {compiler}",
+                           "install gcc and python3-dev (the image has both), set BESPOKE_COMPILE=off, "
                            "or use --profile exact"))
+    elif profile.compiles and cpp_launcher:
+        out.append(Finding(WARN, "profile", f"{profile.name} will launch its kernels from Python, ~1.2x slower "
+                           f"than from C++, which needs {cpp_launcher}",
+                           "install g++ and CUDA's dev headers (cuda-cudart-dev, cuda-driver-dev, cuda-cccl; the "
+                           "image has them), or leave it"))
     for g in found or []:
         if g.memory_gb < profile.peak_gib * profiles.HEADROOM:
             out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on H100/H200s; GPU "

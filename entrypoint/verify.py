@@ -96,11 +96,17 @@ def check_imports() -> list[str]:
 
 
 def check_compiler() -> list[str]:
-    """The fast profile's torch.compile builds launchers with cc, c++ and Python.h at run time."""
-    from bespoke.preflight import compiler_problem
+    """The fast profile's torch.compile builds Triton's launcher (cc, Python.h) and inductor's C++ kernel
+    launcher (c++, CUDA's headers) at run time."""
+    from bespoke.preflight import compiler_problem, cpp_launcher_problem
 
-    lack = compiler_problem()
-    return [f"torch.compile needs {lack}: add gcc, g++ and python3-dev to the Dockerfile's OS layer"] if lack else []
+    out = []
+    if lack := compiler_problem():
+        out.append(f"Triton needs {lack}: add gcc and python3-dev to the Dockerfile's OS layer")
+    if lack := cpp_launcher_problem():
+        out.append(f"inductor's C++ launcher needs {lack}: add g++, cuda-cudart-dev, cuda-driver-dev and "
+                   "cuda-cccl to the Dockerfile's OS layer")
+    return out
 
 
 def main(argv: list[str]) -> int:

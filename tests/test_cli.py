@@ -104,7 +104,10 @@ def test_check_shows_the_save_precision_saving(tmp_path):
 
 
 def test_check_reports_the_profile(tmp_path):
-    r = run("check", "--workspace", str(tmp_path), "--profile", "fast")
+    r = run("check", "--workspace", str(tmp_path), "--profile", "fast", env={"BESPOKE_CPP_WRAPPER": "0"})
     assert "fast: same math" in r.output
+    r = run("check", "--workspace", str(tmp_path), "--profile", "fast",
+            env={"BESPOKE_CPP_WRAPPER": None, "CUDA_HOME": str(tmp_path / "no-cuda")})
+    assert "fast will launch its kernels from Python" in r.output and "cuda.h" in r.output
     r = run("check", "--workspace", str(tmp_path), "--profile", "turbo")
     assert "unknown profile 'turbo'" in r.output and r.exit_code == 1

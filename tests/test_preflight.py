@@ -139,15 +139,37 @@ def test_compiler_problem_names_what_triton_lacks(tmp_path):
     bin_dir.mkdir()
     include.mkdir()
     lacks = preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include))
-    assert "C compiler" in lacks and "Python.h" in lacks and "C++ compiler" in lacks
-    for name in ("cc", "c++"):
-        (bin_dir / name).write_text("#!/bin/sh\n")
-        (bin_dir / name).chmod(0o755)
+    assert "C compiler" in lacks and "Python.h" in lacks
+    cc = bin_dir / "cc"
+    cc.write_text("#!/bin/sh\n")
+    cc.chmod(0o755)
     (include / "Python.h").write_text("")
     assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include)) is None
-    (bin_dir / "c++").unlink()  # inductor's C++ launcher off (BESPOKE_CPP_WRAPPER=0): Triton's C is enough
-    assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include)) == "a C++ compiler (c++/g++)"
-    assert preflight.compiler_problem({"PATH": str(bin_dir)}, include=str(include), cpp=False) is None
+
+
+def test_cpp_launcher_needs_a_cpp_compiler_and_cudas_headers(tmp_path):
+    """inductor's C++ launcher includes CUDA's headers, which pip's torch lacks; torch finds them where its
+    cpp_extension looks: CUDA_HOME, nvcc's folder, /usr/local/cuda, plus CUDA_INC_PATH."""
+    bin_dir, cuda = tmp_path / "bin", tmp_path / "cuda"
+    bin_dir.mkdir()
+    env = {"PATH": str(bin_dir)}
+    lacks = preflight.cpp_launcher_problem(env, default_home=str(tmp_path / "none"))
+    assert "C++ compiler" in lacks and "cuda.h" in lacks and "no CUDA_HOME" in lacks
+    (bin_dir / "g++").write_text("#!/bin/sh\n")
+    (bin_dir / "g++").chmod(0o755)
+    for h in ("cuda.h", "cuda_runtime.h", "cuda_bf16.h", "cuda_fp8.h"):
+        (cuda / "include" / h).parent.mkdir(parents=True, exist_ok=True)
+        (cuda / "include" / h).write_text("")
+    env["CUDA_HOME"] = str(cuda)
+    lacks = preflight.cpp_launcher_problem(env)
+    assert lacks.startswith("CUDA's headers (nv/target;") and str(cuda / "include") in lacks  # CCCL's
+    (tmp_path / "cccl" / "nv").mkdir(parents=True)
+    (tmp_path / "cccl" / "nv" / "target").write_text("")
+    assert preflight.cpp_launcher_problem({**env, "CUDA_INC_PATH": str(tmp_path / "cccl")}) is None
+    (cuda / "bin").mkdir()  # no CUDA_HOME: nvcc's folder, as torch guesses
+    (cuda / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    (cuda / "bin" / "nvcc").chmod(0o755)
+    assert preflight.cuda_home({"PATH": f"{bin_dir}:{cuda / 'bin'}"}) == cuda.resolve()
 
 
 def test_profile_findings_name_its_compiler_and_memory_needs():
@@ -159,5 +181,8 @@ def test_profile_findings_name_its_compiler_and_memory_needs():
     assert "needs a C compiler" in by[ERROR].message and "BESPOKE_COMPILE=off" in by[ERROR].fix
     assert "GPU 0 (RTX 4090) has 24 GiB" in by[WARN].message and "--profile exact" in by[WARN].fix
     assert [f.severity for f in preflight.check_profile(fast, [big], None)] == [OK]
+    # no C++ launcher: fast still runs, its kernels launched from Python
+    (slower,) = preflight.check_profile(fast, [big], None, cpp_launcher="a C++ compiler (c++/g++)")
+    assert slower.severity == WARN and "from Python" in slower.message and "g++" in slower.fix
     # exact compiles nothing and fits where it was measured
     assert [f.severity for f in preflight.check_profile(exact, [small], "a C compiler (cc/gcc)")] == [OK]

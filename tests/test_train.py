@@ -83,7 +83,7 @@ def test_fast_profile_without_a_compiler_stops_with_the_fix(ready, monkeypatch, 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no cc, no gcc
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.delenv("BESPOKE_COMPILE", raising=False)
-    with pytest.raises(BespokeError, match="fast compiles GPU kernels, which needs a C compiler") as e:
+    with pytest.raises(BespokeError, match="fast compiles GPU kernels with Triton, which needs a C compiler") as e:
         pipeline.train(ws, opts(overrides, profile="fast"))
     assert "BESPOKE_COMPILE=off" in str(e.value.fix) and "--profile exact" in str(e.value.fix)
     assert not (ws / "output" / runs.RUN_FILE).exists()  # stopped before anything started
@@ -186,7 +186,7 @@ def gpu_probe(name, memory_gb, capability):
 def test_the_default_profile_follows_the_gpu(ready, capsys, monkeypatch, card, asked, expect):
     ws, overrides = ready
     monkeypatch.delenv("BESPOKE_PROFILE", raising=False)
-    monkeypatch.setattr("bespoke.preflight.compiler_problem", lambda **kw: None)  # FAKE toolchain: cc, c++, Python.h
+    monkeypatch.setattr("bespoke.preflight.compiler_problem", lambda: None)  # FAKE toolchain: cc and Python.h
     o = pipeline.TrainOptions(overrides=tuple(overrides), dry_run=True, probed=gpu_probe(*card), profile=asked,
                               spawn=fake_spawn("fail:9"))
     assert pipeline.train(ws, o) == 0
