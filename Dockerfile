@@ -29,15 +29,16 @@ RUN commit="$(tr -d '[:space:]' < /tmp/SD_SCRIPTS_COMMIT)" \
 
 # ---- the OS layer: Python 3.12, tini (PID 1), sshd (PUBLIC_KEY), make (make smoke-test), gcc with Python's
 # headers (the fast profile's torch.compile builds Triton's launcher with them), and g++ with CUDA's headers
-# (inductor's C++ kernel launcher includes cuda.h, cuda_runtime.h, cuda_bf16/fp8.h and CCCL's nv/target; the
-# base flavour has none; the -12-8 suffix follows CUDA_BASE) ----
+# (inductor's C++ kernel launcher includes cuda.h, cuda_runtime.h with its crt/ headers, cuda_bf16/fp8.h and
+# CCCL's nv/target; the base flavour has none; the -12-8 suffix follows CUDA_BASE) ----
 FROM ${CUDA_BASE} AS os
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 # Host keys that openssh-server makes on install are deleted: each container makes its own at start.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates cuda-cccl-12-8 cuda-cudart-dev-12-8 cuda-driver-dev-12-8 \
+ && apt-get install -y --no-install-recommends ca-certificates cuda-cccl-12-8 cuda-crt-12-8 cuda-cudart-dev-12-8 \
+    cuda-driver-dev-12-8 \
     g++ gcc libc6-dev make openssh-server python3 python3-dev python3-venv tini \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 

@@ -212,9 +212,9 @@ def compiler_problem(environ: dict | None = None, include: str | None = None) ->
     return " and ".join(missing) if missing else None
 
 
-# What inductor's C++ kernel launcher includes (torch/csrc/inductor/aoti_runtime/utils_cuda.h, and the
-# CCCL header cuda_fp16.h needs): CUDA's headers, which pip's torch does not bring.
-CUDA_HEADERS = ("cuda.h", "cuda_runtime.h", "cuda_bf16.h", "cuda_fp8.h", "nv/target")
+# What inductor's C++ kernel launcher includes (torch/csrc/inductor/aoti_runtime/utils_cuda.h, with the crt/
+# headers cuda_runtime.h needs and the CCCL one cuda_fp16.h needs): CUDA's headers, which pip's torch lacks.
+CUDA_HEADERS = ("cuda.h", "cuda_runtime.h", "crt/host_config.h", "cuda_bf16.h", "cuda_fp8.h", "nv/target")
 
 
 def cuda_home(environ: dict | None = None, default: str = "/usr/local/cuda") -> Path | None:
@@ -258,8 +258,8 @@ def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: s
     elif profile.compiles and cpp_launcher:
         out.append(Finding(WARN, "profile", f"{profile.name} will launch its kernels from Python, ~1.2x slower "
                            f"than from C++, which needs {cpp_launcher}",
-                           "install g++ and CUDA's dev headers (cuda-cudart-dev, cuda-driver-dev, cuda-cccl; the "
-                           "image has them), or leave it"))
+                           "install g++ and CUDA's dev headers (cuda-cudart-dev, cuda-crt, cuda-driver-dev, "
+                           "cuda-cccl; the image has them), or leave it"))
     for g in found or []:
         if g.memory_gb < profile.peak_gib * profiles.HEADROOM:
             out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on H100/H200s; GPU "

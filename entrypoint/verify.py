@@ -104,8 +104,8 @@ def check_compiler() -> list[str]:
     if lack := compiler_problem():
         out.append(f"Triton needs {lack}: add gcc and python3-dev to the Dockerfile's OS layer")
     if lack := cpp_launcher_problem():
-        out.append(f"inductor's C++ launcher needs {lack}: add g++, cuda-cudart-dev, cuda-driver-dev and "
-                   "cuda-cccl to the Dockerfile's OS layer")
+        out.append(f"inductor's C++ launcher needs {lack}: add g++, cuda-cudart-dev, cuda-crt, cuda-driver-dev "
+                   "and cuda-cccl to the Dockerfile's OS layer")
     return out
 
 

@@ -157,7 +157,7 @@ def test_cpp_launcher_needs_a_cpp_compiler_and_cudas_headers(tmp_path):
     assert "C++ compiler" in lacks and "cuda.h" in lacks and "no CUDA_HOME" in lacks
     (bin_dir / "g++").write_text("#!/bin/sh\n")
     (bin_dir / "g++").chmod(0o755)
-    for h in ("cuda.h", "cuda_runtime.h", "cuda_bf16.h", "cuda_fp8.h"):
+    for h in ("cuda.h", "cuda_runtime.h", "crt/host_config.h", "cuda_bf16.h", "cuda_fp8.h"):
         (cuda / "include" / h).parent.mkdir(parents=True, exist_ok=True)
         (cuda / "include" / h).write_text("")
     env["CUDA_HOME"] = str(cuda)
