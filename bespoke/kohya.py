@@ -149,6 +149,11 @@ KNOWN_ERRORS: tuple[tuple[re.Pattern, str, str], ...] = tuple(
          "--set xformers=false --set sdpa=true, or use the bespoke image (xformers built for its torch)"),
         (r"bitsandbytes|libbitsandbytes|CUDA Setup failed", "bitsandbytes could not set up CUDA",
          "use the bespoke image (bitsandbytes built for its CUDA), or --set optimizer_type=AdamW"),
+        (r"CppCompileError|CUDA_HOME environment variable is not set|cannot find -lcuda|fatal error: (cuda|nv/)",
+         "the fast profile could not build its C++ kernel launcher",
+         "rerun with BESPOKE_CPP_WRAPPER=0 (kernels launched from Python, ~1.2x slower), or --profile exact"),
+        (r"InductorError|BackendCompilerFailed|torch\._dynamo\.exc\.", "the fast profile's torch.compile failed",
+         "rerun with BESPOKE_COMPILE=off (fast without compiling) or --profile exact"),
         (r"(Can't load tokenizer|couldn't connect to 'https://huggingface.co'|LocalEntryNotFoundError|"
          r"offline mode is enabled|HF_HUB_OFFLINE)",
          "a tokenizer or model had to be downloaded while offline",

@@ -46,6 +46,10 @@ CAPTURED = {
     "OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the "
     "cached files.": "offline",
     "OSError: [Errno 28] No space left on device": "disk is full",
+    "torch._inductor.exc.InductorError: OSError: CUDA_HOME environment variable is not set. Please set it to your "
+    "CUDA install root.": "C++ kernel launcher",
+    "torch._inductor.exc.InductorError: CppCompileError: C++ compile error": "C++ kernel launcher",
+    "torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised:": "torch.compile failed",
 }
 
 
