@@ -81,9 +81,10 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
   local cfg=$1 ws=$B/ws$2
   export CUDA_VISIBLE_DEVICES=$(( $2 % GPUS ))
   case $cfg in
-    exact) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 ;;
-    raw) clear_latents "$ws"; raw_train "$cfg" "$ws" 2 ;;
-    nogc) bespoke_train "$cfg" "$ws" 2 --set gradient_checkpointing=false ;;
+    # exact is not the default on Hopper GPUs any more: the exact configs ask for it
+    exact) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact ;;
+    raw) clear_latents "$ws"; raw_train "$cfg" "$ws" 2 --profile exact ;;
+    nogc) bespoke_train "$cfg" "$ws" 2 --profile exact --set gradient_checkpointing=false ;;
     fast) bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # nogc + sdpa + compiled blocks + flat step (fastsdxl.py)
     fast_nocompile) BESPOKE_COMPILE=off bespoke_train "$cfg" "$ws" 2 --profile fast ;;
     fast_xf) bespoke_train "$cfg" "$ws" 2 --profile fast --set xformers=true --set sdpa=false ;;
@@ -93,13 +94,13 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     # where the step's time goes (bench/gpu/profiled.py: phases, kernels, top ops), 40 steps, raw launch
     prof) PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
     prof_noflat) BESPOKE_FLAT_STEP=off PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
-    prof_exact) PROFILED_BASE=exact PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 ;;
-    vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=8 ;;
-    vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --set vae_batch_size=16 ;;
-    exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 ;;  # exact200+exact200b: the noise baseline
+    prof_exact) PROFILED_BASE=exact PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile exact ;;
+    vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=8 ;;
+    vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=16 ;;
+    exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 --profile exact ;;  # exact200+exact200b: the noise baseline
     fast200) bespoke_train "$cfg" "$ws" 10 --profile fast ;;
     # both GPUs, in ws1 (GPU 0's 1-GPU LoRA stays in ws0 for LORA_LOAD); global batch 4: 10 steps/epoch
-    exact2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 ;;
+    exact2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 --profile exact ;;
     fast2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 --profile fast ;;
     fast2gpu_noflat) BESPOKE_FLAT_STEP=off CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 --profile fast ;;
     *) echo "unknown config $cfg" ;;
