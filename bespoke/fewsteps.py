@@ -55,8 +55,11 @@ class FlatGroup:
 
 
 def _eligible(opt, members: list[torch.Tensor]) -> bool:
+    """Adam's 8-bit blockwise update (AdamW8bit, the recipe's; the proven case) over tensors that fill whole blocks."""
     args = opt.args
-    return (len(members) > 1 and getattr(args, "optim_bits", 32) == 8 and not getattr(opt, "is_paged", False)
+    return (len(members) > 1 and getattr(opt, "optimizer_name", None) == "adam"
+            and getattr(args, "optim_bits", 32) == 8 and not getattr(args, "max_unorm", 0.0)
+            and not getattr(opt, "is_paged", False)
             and not getattr(opt.mng, "index2config", None)  # no per-parameter overrides
             and len({(p.device, p.dtype) for p in members}) == 1
             and all(p.numel() % BLOCK == 0 and p.numel() >= args.min_8bit_size for p in members))
