@@ -17,7 +17,8 @@ same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA graphs),
 max-autotune-no-cudagraphs, or off. Inductor launches the compiled kernels from generated C++ rather than
 Python (its cpp_wrapper: the same kernels, less host time per launch) where it can build that launcher (a
-C++ compiler and CUDA's headers: the image has them); BESPOKE_CPP_WRAPPER=0 turns that off. As a program it is accelerate's training script:
+C++ compiler and CUDA's headers: the image has them); BESPOKE_CPP_WRAPPER=0 turns that off. As a program it
+is accelerate's training script:
     fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
 """
 

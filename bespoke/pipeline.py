@@ -135,16 +135,18 @@ def prepare(ws: Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.
 
 # --- train ---------------------------------------------------------------------------------------
 
+def _compiles(profile: profiles.Profile) -> bool:
+    return profile.compiles and os.environ.get("BESPOKE_COMPILE") != "off"
+
+
 def _compiler_problem(profile: profiles.Profile) -> str | None:
     """What the profile's torch.compile lacks here, unless it compiles nothing (BESPOKE_COMPILE=off)."""
-    if not profile.compiles or os.environ.get("BESPOKE_COMPILE") == "off":
-        return None
-    return preflight.compiler_problem()
+    return preflight.compiler_problem() if _compiles(profile) else None
 
 
 def _cpp_launcher_problem(profile: profiles.Profile) -> str | None:
     """What fast's C++ kernel launcher lacks here (it then launches from Python), unless it is off."""
-    if _compiler_problem(profile) is not None or os.environ.get("BESPOKE_CPP_WRAPPER") == "0":
+    if not _compiles(profile) or os.environ.get("BESPOKE_CPP_WRAPPER") == "0":
         return None
     return preflight.cpp_launcher_problem()
 

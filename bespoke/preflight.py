@@ -261,7 +261,7 @@ def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: s
                            "install g++ and CUDA's dev headers (cuda-cudart-dev, cuda-crt, cuda-driver-dev, "
                            "cuda-cccl; the image has them), or leave it"))
     for g in found or []:
-        if g.memory_gb < profile.peak_gib * profiles.HEADROOM:
+        if not profile.fits(g.memory_gb):
             out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on H100/H200s; GPU "
                                f"{g.index} ({g.name}) has {g.memory_gb:.0f} GiB and may run out of memory",
                                f"use --profile exact ({profiles.get('exact').peak_gib} GiB)"))

@@ -26,6 +26,10 @@ class Profile:
     def launcher_path(self) -> Path | None:
         return Path(__file__).with_name(self.launcher) if self.launcher else None
 
+    def fits(self, memory_gb: float) -> bool:
+        """Whether a GPU with this much memory has room for the profile's measured peak, with headroom."""
+        return memory_gb >= self.peak_gib * HEADROOM
+
 
 PROFILES: dict[str, Profile] = {
     "exact": Profile("exact", note="the notes' command, unchanged"),
@@ -52,7 +56,7 @@ def default_for(gpus: list | None, compiler_missing: str | None = None) -> tuple
         return "exact", "no GPU"
     if other := next((g for g in gpus if g.capability[0] != PROVEN_ON), None):
         return "exact", f"fast is proven on Hopper GPUs (H100, H200), not on {other.name}"
-    if small := next((g for g in gpus if g.memory_gb < fast.peak_gib * HEADROOM), None):
+    if small := next((g for g in gpus if not fast.fits(g.memory_gb)), None):
         return "exact", f"fast peaks at {fast.peak_gib} GiB; {small.name} has {small.memory_gb:.0f} GiB"
     if compiler_missing:
         return "exact", f"fast compiles kernels and needs {compiler_missing}"
