@@ -31,7 +31,7 @@ def test_fast_is_the_default_on_hopper_gpus_where_it_was_proven():
     ([gpu("NVIDIA A100-SXM4-80GB", 79.2, (8, 0))], None, "not on NVIDIA A100"),
     ([gpu(), gpu("NVIDIA L40S", 44.4, (8, 9), 1)], None, "proven on Hopper"),  # every GPU must qualify
     ([gpu("NVIDIA H100 (a 24 GiB MIG slice)", 23.5)], None, "peaks at"),
-    ([gpu()], "a C++ compiler (c++/g++)", "needs a C++ compiler"),
+    ([gpu()], "a C compiler (cc/gcc)", "needs a C compiler"),
 ])
 def test_exact_is_the_default_anywhere_else(gpus, missing, why):
     name, reason = profiles.default_for(gpus, missing)
