@@ -42,13 +42,18 @@ common() {  # EPOCHS: the run's length; one LoRA saved at its end
   echo --set "pretrained_model_name_or_path=$CKPT" --set "max_train_epochs=$1" --set "save_every_n_epochs=$1" \
     --set sample_every_n_epochs=100
 }
+ws203() {  # ws3: the user's count, 203 images (start-up and latent caching only)
+  [ -d "$B/ws3/training_data" ] && return
+  python3 -m bespoke demo-data --out "$B/data203" --count 203 >/dev/null &&
+  python3 -m bespoke prepare --workspace "$B/ws3" --data "$B/data203" --expect 203 --repeats 1 2>&1 | tail -1
+}
 clear_latents() { find "$1/training_data" -name '*.npz' -delete; }
 
 bespoke_train() {  # NAME WS EPOCHS [bespoke train options...]
   local name=$1 ws=$2 epochs=$3; shift 3
   rm -rf "$ws/output"
   # shellcheck disable=SC2046
-  "${T[@]}" "$name" "$RES" --images-per-step "${IPS:-2}" --tail "$ws/output/logs/train-*.log" -- \
+  "${T[@]}" "$name" "$RES" --images-per-step "${IPS:-2}" ${STOP:+--stop-at "$STOP"} --tail "$ws/output/logs/train-*.log" -- \
     python3 -m bespoke train --workspace "$ws" $(common "$epochs") "$@"
   local rc=$?
   ls -la "$ws/output"/*.safetensors "$ws/output/status.json" 2>&1 | tee -a "$RES/$name.files"
@@ -77,11 +82,33 @@ raw_train() {  # NAME WS EPOCHS [bespoke train options]: the argv bespoke would 
   ls -la "$ws/raw_out" | tee -a "$RES/$name.files"
 }
 
+tm() {  # LABEL COMMAND...: the command's wall seconds
+  local label=$1 t=$EPOCHREALTIME; shift
+  "$@"; echo "$(python3 -c "print(round($EPOCHREALTIME - $t, 2))") s  $label" >&3  # fd 3: diag's file
+}
+diag() {  # where the seconds before sd-scripts' first line go: each start-up piece alone, cold (first) then warm
+  local f=$RES/diag.txt i
+  exec 3>>"$f"
+  for i in cold warm; do
+    { echo "--- $i" >&3
+      tm "import torch" python3 -c "import torch"
+      tm "bespoke.gpuprobe --imports-only" python3 -m bespoke.gpuprobe --imports-only >/dev/null
+      tm "nvidia-smi query" nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,noheader
+      tm "bespoke train --dry-run" python3 -m bespoke train --workspace "$B/ws0" $(common 2) --profile exact --dry-run >/dev/null
+      tm "accelerate launch (empty script)" python3 -m accelerate.commands.launch --num_processes 1 --mixed_precision bf16 /dev/null
+      (cd "$SD_SCRIPTS_DIR" && tm "sdxl_train_network.py --help (its imports)" python3 -X importtime sdxl_train_network.py --help >/dev/null 2>"$RES/importtime-$i.txt")
+    } >>"$RES/diag.out" 2>&1
+  done
+  exec 3>&-
+  sort -t'|' -k2 -n -r "$RES/importtime-cold.txt" | head -25 >>"$f"; cat "$f"
+}
+
 one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0 on a 1-GPU machine)
   local cfg=$1 ws=$B/ws$2
   export CUDA_VISIBLE_DEVICES=$(( $2 % GPUS ))
   case $cfg in
     # exact is not the default on Hopper GPUs any more: the exact configs ask for it
+    diag) diag ;;
     exact) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact ;;
     raw) clear_latents "$ws"; raw_train "$cfg" "$ws" 2 --profile exact ;;
     nogc) bespoke_train "$cfg" "$ws" 2 --profile exact --set gradient_checkpointing=false ;;
@@ -95,6 +122,10 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     prof) PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
     prof_noflat) BESPOKE_FLAT_STEP=off PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
     prof_exact) PROFILED_BASE=exact PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile exact ;;
+    # 203 images (ws3): latent caching at a VAE batch size, then stopped; time to step 1 with latents on disk
+    cache1 | cache8 | cache16 | cache32) ws203; clear_latents "$B/ws3"
+      STOP=network bespoke_train "$cfg" "$B/ws3" 1 --profile exact --set "vae_batch_size=${cfg#cache}" ;;
+    start203) ws203; STOP=step1 bespoke_train "$cfg" "$B/ws3" 1 --profile exact ;;
     vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=8 ;;
     vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=16 ;;
     exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 --profile exact ;;  # exact200+exact200b: the noise baseline

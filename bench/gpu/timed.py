@@ -1,7 +1,10 @@
 """Run one training command and time it: every output line stamped with seconds since launch, the GPU
 sampled by nvidia-smi, and a JSON summary (s/step, peak memory, GPU busy, start-up milestones).
 
-    python timed.py NAME OUTDIR [--tail GLOB] [--images-per-step N] -- COMMAND...
+    python timed.py NAME OUTDIR [--tail GLOB] [--images-per-step N] [--stop-at MILESTONE] -- COMMAND...
+
+--stop-at ends the command (SIGTERM to its process group) once that milestone's line appears: start-up
+measurements need no training.
 
 With --tail the lines are read from the newest file matching GLOB (bespoke train writes sd-scripts'
 output to its own log) instead of the command's stdout; both are polled the same way.
@@ -11,6 +14,7 @@ import glob
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,23 +56,26 @@ def main():
     name, outdir = args[0], Path(args[1])
     tail = args[args.index("--tail") + 1] if "--tail" in args else None
     per_step = int(args[args.index("--images-per-step") + 1]) if "--images-per-step" in args else 2
+    stop_at = MILESTONES[args[args.index("--stop-at") + 1]] if "--stop-at" in args else None
     cmd = args[args.index("--") + 1:]
     outdir.mkdir(parents=True, exist_ok=True)
     samples, stop = [], threading.Event()
     t0 = time.time()
     threading.Thread(target=gpu_sampler, args=(samples, stop), daemon=True).start()
     own = open(outdir / f"{name}.stdout", "wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if not tail else own, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if not tail else own, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     src = None if tail else proc.stdout
     if not tail:
         os.set_blocking(src.fileno(), False)
-    lines, buf, fh = [], b"", None
+    lines, buf, fh, launched = [], b"", None, None
     while True:
         done = proc.poll() is not None
         if tail and fh is None:
             hits = [f for f in glob.glob(tail) if os.path.getmtime(f) >= t0 - 1]
             if hits:
                 fh = open(max(hits, key=os.path.getmtime), "rb")
+                launched = time.time() - t0  # bespoke opens the log as it launches sd-scripts
         chunk = b""
         if src is not None:
             chunk = src.read() or b""
@@ -79,7 +86,11 @@ def main():
         buf += chunk
         parts = re.split(rb"[\r\n]", buf)
         buf = parts.pop()
-        lines += [(now, p.decode(errors="replace")) for p in parts if p.strip()]
+        new = [(now, p.decode(errors="replace")) for p in parts if p.strip()]
+        lines += new
+        if stop_at and not done and any(re.search(stop_at, text) for _, text in new):
+            os.killpg(proc.pid, signal.SIGTERM)
+            stop_at = None
         if done and not chunk:
             break
         time.sleep(0.02)
@@ -95,7 +106,7 @@ def main():
         m = STEP.search(text)
         if m:
             steps.setdefault(int(m.group(1)), t)
-    marks = {}
+    marks = {} if launched is None else {"launched": round(launched, 2)}
     for key, pat in MILESTONES.items():
         for t, text in lines:
             if re.search(pat, text):
