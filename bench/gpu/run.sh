@@ -12,6 +12,8 @@ B=/tmp/bench
 RES=$B/out
 IMAGES=${BENCH_IMAGES:-40}   # repeats 1: IMAGES/2 steps per epoch at batch 2
 mkdir -p "$B" "$RES"
+# a warm machine may still run a training a killed call left behind: it would share the GPU with this call's
+pkill -f sdxl_train_network.py && sleep 5
 
 if [ ! -d /tmp/site/accelerate ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1

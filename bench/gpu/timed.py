@@ -65,6 +65,10 @@ def main():
     own = open(outdir / f"{name}.stdout", "wb")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if not tail else own, stderr=subprocess.STDOUT,
                             start_new_session=True)
+    # the command has its own session (for --stop-at), so a signal to this process group (timeout, ^C) must be
+    # passed on, or a killed bench leaves sd-scripts training on the GPU under the next config
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: os.killpg(proc.pid, signum))
     src = None if tail else proc.stdout
     if not tail:
         os.set_blocking(src.fileno(), False)
