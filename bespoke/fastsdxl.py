@@ -15,9 +15,7 @@ copy of each parameter group, and one gradient all-reduce instead of one per ten
 same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 
 BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA graphs),
-max-autotune-no-cudagraphs, or off. reduce-overhead compiles one graph per block, not per block shape: a graph
-that blocks share runs again before its first backward, which CUDA graph trees can only re-record (64 s a
-step, bench/RESULTS.md), while each block's own graph runs once forward and once backward a step. Inductor launches the compiled kernels from generated C++ rather than
+max-autotune-no-cudagraphs, or off. Inductor launches the compiled kernels from generated C++ rather than
 Python (its cpp_wrapper: the same kernels, less host time per launch) where it can build that launcher (a
 C++ compiler and CUDA's headers: the image has them); BESPOKE_CPP_WRAPPER=0 turns that off. As a program it
 is accelerate's training script:
@@ -40,7 +38,6 @@ BLOCKS = (
     ("transformers.models.clip.modeling_clip", "CLIPEncoderLayer", "forward"),
 )
 RECOMPILE_LIMIT = 64  # one graph per block shape: SDXL's UNet has ~20 resnet shapes, dynamo's default allows 8
-PER_BLOCK_LIMIT = 256  # one graph per block (reduce-overhead): SDXL has 70 transformer blocks, 44 CLIP layers
 
 
 def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") -> str:
@@ -63,13 +60,7 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     import torch
     import torch._dynamo
 
-    limit = RECOMPILE_LIMIT
-    if mode == "reduce-overhead":
-        limit = PER_BLOCK_LIMIT
-        for name in ("accumulated_recompile_limit", "accumulated_cache_size_limit"):
-            if hasattr(torch._dynamo.config, name):
-                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 4 * limit))
-    elif os.environ.get("BESPOKE_CPP_WRAPPER", "1") != "0":  # launch the kernels from C++: 1.22x (bench/RESULTS.md)
+    if os.environ.get("BESPOKE_CPP_WRAPPER", "1") != "0":  # launch the kernels from C++: 1.22x (bench/RESULTS.md)
         from bespoke.preflight import cpp_launcher_problem
 
         if lack := cpp_launcher_problem():
@@ -80,7 +71,7 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
             torch._inductor.config.cpp_wrapper = True
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
         if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))
     for module, cls_name, method in BLOCKS:
         cls = getattr(importlib.import_module(module), cls_name)
         if getattr(cls, "_bespoke_compiled", None) == method:
@@ -89,33 +80,10 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
         options = {"backend": backend, "dynamic": False}
         if backend == "inductor":
             options["mode"] = None if mode == "default" else mode
-        compiled = _per_block(original, options) if mode == "reduce-overhead" else torch.compile(original, **options)
-        setattr(cls, method, compiled)
+        setattr(cls, method, torch.compile(original, **options))
         cls._bespoke_compiled = method
     print(f"bespoke fastsdxl: {len(BLOCKS)} block types compiled with torch.compile mode={mode}", flush=True)
     return mode
-
-
-def _per_block(original, options: dict):
-    """`original` compiled once per block object. dynamo keeps its graphs on the code object, and blocks of
-    one shape pass each other's guards, so each block gets a copy of the code under its own name."""
-    import itertools
-    import types
-
-    import torch
-
-    serial = itertools.count()
-
-    def method(self, *args, **kwargs):
-        compiled = self.__dict__.get("_bespoke_graph")
-        if compiled is None:
-            code = original.__code__.replace(co_name=f"{original.__name__}_{next(serial)}")
-            fn = types.FunctionType(code, original.__globals__, code.co_name, original.__defaults__,
-                                    original.__closure__)
-            compiled = self.__dict__["_bespoke_graph"] = torch.compile(fn, **options)
-        return compiled(self, *args, **kwargs)
-
-    return method
 
 
 if __name__ == "__main__":
