@@ -14,8 +14,9 @@ It also cuts the per-tensor launches around the step (bespoke/fewsteps.py): Adam
 copy of each parameter group, and one gradient all-reduce instead of one per tensor, bit for bit the
 same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 
-BESPOKE_COMPILE picks torch.compile's mode: default, reduce-overhead (CUDA graphs),
-max-autotune-no-cudagraphs, or off. Inductor launches the compiled kernels from generated C++ rather than
+BESPOKE_COMPILE picks torch.compile's mode: default, max-autotune-no-cudagraphs, or off. CUDA graphs
+(reduce-overhead) are not offered: with graphs shared by blocks they re-recorded every step (64 s a step), and
+with one graph per block the second step never finished (bench/RESULTS.md). Inductor launches the compiled kernels from generated C++ rather than
 Python (its cpp_wrapper: the same kernels, less host time per launch) where it can build that launcher (a
 C++ compiler and CUDA's headers: the image has them); BESPOKE_CPP_WRAPPER=0 turns that off. As a program it
 is accelerate's training script:
@@ -29,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune", "off")
+MODES = ("default", "max-autotune-no-cudagraphs", "off")
 # (module, class, method): the bodies that repeat. forward_body, not forward, so that sd-scripts'
 # gradient checkpointing (which wraps forward_body in forward) recomputes the compiled body.
 BLOCKS = (

@@ -117,7 +117,6 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     fast) bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # nogc + sdpa + compiled blocks + flat step (fastsdxl.py)
     fast_nocompile) BESPOKE_COMPILE=off bespoke_train "$cfg" "$ws" 2 --profile fast ;;
     fast_xf) bespoke_train "$cfg" "$ws" 2 --profile fast --set xformers=true --set sdpa=false ;;
-    fast_cg) BESPOKE_COMPILE=reduce-overhead bespoke_train "$cfg" "$ws" 2 --profile fast ;;
     fast_py) BESPOKE_CPP_WRAPPER=0 bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # launched from Python (calls 8-11's fast)
     fast_noflat) BESPOKE_FLAT_STEP=off bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # per-tensor AdamW8bit
     # where the step's time goes (bench/gpu/profiled.py: phases, kernels, top ops), 40 steps, raw launch
