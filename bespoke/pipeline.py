@@ -160,6 +160,11 @@ def _profile(asked: str | None, found: list | None) -> tuple[profiles.Profile, s
     return profiles.get(name), f"default here: {why}"
 
 
+def _probe_cache(ws: Path) -> Path:
+    """Where the GPU probe's answer is kept between runs (preflight.probe: keyed by the GPUs and libraries)."""
+    return Path(ws) / ".cache" / "bespoke"
+
+
 def _gpu_count(probed: dict) -> int:
     if probed.get("torch") is None:
         raise TrainingError("torch is not installed", sys.executable,
@@ -184,7 +189,7 @@ def train(ws: Path, opts: TrainOptions) -> int:
         except BespokeError:
             pass  # sd-scripts downloads them itself when online
     # `run` passes its check's probe; the CPU smoke run needs none (it trains with --sdpa)
-    probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True))
+    probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True, cache=_probe_cache(ws)))
     profile, why = _profile(opts.profile, None if opts.cpu else preflight.gpus(probed))
     if stop := next((f for f in preflight.check_profile(profile, None, _compiler_problem(profile))
                      if f.severity == preflight.ERROR), None):
@@ -354,7 +359,7 @@ def evaluate_after_training(ws: Path) -> None:
 def run(ws: Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions) -> int:
     """check -> prepare -> train -> evaluate: what the container runs."""
     echo("== check")
-    topts.probed = preflight.probe()
+    topts.probed = preflight.probe(cache=_probe_cache(ws))
     findings = check(ws, data, topts.overrides, popts, probed=topts.probed, profile=topts.profile)
     print_findings(findings)
     if preflight.has_errors(findings):

@@ -1,3 +1,4 @@
+import json
 import subprocess
 
 import pytest
@@ -105,6 +106,57 @@ def test_probe_failure_is_a_finding_not_a_crash():
 
     found = preflight.probe(run=broken)
     assert "GPU probe failed" in found["error"] and preflight.gpus(found) is None
+
+
+class FakePod:
+    """Fake processes for preflight.probe: nvidia-smi lists `smi`; the probe process answers `answer`."""
+
+    def __init__(self, smi: str | None, answer: dict):
+        self.smi, self.answer, self.probes = smi, answer, 0
+
+    def __call__(self, argv, timeout):
+        if argv[0] == "nvidia-smi":
+            if self.smi is None:
+                raise FileNotFoundError("nvidia-smi")
+            return subprocess.CompletedProcess(argv, 0, self.smi, "")
+        self.probes += 1
+        return subprocess.CompletedProcess(argv, 0, json.dumps(self.answer) + "\n", "")
+
+
+H100_ANSWER = {"torch": "2.11.0", "device_count": 1, "arch_list": ["sm_90"], "xformers": {"ok": True},
+               "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_gb": 79.2, "capability": [9, 0]}]}
+H100_SMI = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-4d1c)\n"
+
+
+def test_probe_answer_is_kept_for_the_same_gpus_and_libraries(tmp_path):
+    pod = FakePod(H100_SMI, H100_ANSWER)
+    first = preflight.probe(imports_only=True, run=pod, cache=tmp_path)
+    again = preflight.probe(imports_only=True, run=pod, cache=tmp_path)
+    assert first == again == H100_ANSWER and pod.probes == 1
+    preflight.probe(run=pod, cache=tmp_path)  # the full probe (kernels too) is another answer
+    assert pod.probes == 2
+    pod.smi = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-77ab)\n"  # another machine
+    preflight.probe(imports_only=True, run=pod, cache=tmp_path)
+    assert pod.probes == 3
+
+
+def test_probe_answer_is_not_kept_without_gpus_or_nvidia_smi(tmp_path):
+    no_smi = FakePod(None, H100_ANSWER)
+    for _ in range(2):
+        preflight.probe(imports_only=True, run=no_smi, cache=tmp_path)
+    no_gpu = FakePod(H100_SMI, {**H100_ANSWER, "device_count": 0, "gpus": []})
+    for _ in range(2):
+        preflight.probe(imports_only=True, run=no_gpu, cache=tmp_path)
+    assert no_smi.probes == 2 and no_gpu.probes == 2 and not list(tmp_path.iterdir())
+
+
+def test_a_damaged_kept_probe_answer_is_probed_again(tmp_path):
+    pod = FakePod(H100_SMI, H100_ANSWER)
+    preflight.probe(imports_only=True, run=pod, cache=tmp_path)
+    (kept,) = tmp_path.iterdir()
+    kept.write_text("{not json")
+    assert preflight.probe(imports_only=True, run=pod, cache=tmp_path) == H100_ANSWER and pod.probes == 2
+    assert json.loads(kept.read_text()) == H100_ANSWER
 
 
 PROBED_BROKEN = {"torch": "2.10.0+cu128", "device_count": 1, "gpus": [], "arch_list": [],

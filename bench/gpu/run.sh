@@ -126,7 +126,7 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     # 203 images (ws3): latent caching at a VAE batch size, then stopped; time to step 1 with latents on disk
     cache1 | cache8 | cache16 | cache32) ws203; clear_latents "$B/ws3"
       STOP=network bespoke_train "$cfg" "$B/ws3" 1 --profile exact --set "vae_batch_size=${cfg#cache}" ;;
-    start203) ws203; STOP=step1 bespoke_train "$cfg" "$B/ws3" 1 --profile exact ;;
+    start203 | start203b) ws203; STOP=step1 bespoke_train "$cfg" "$B/ws3" 1 --profile exact ;;
     vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=8 ;;
     vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=16 ;;
     exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 --profile exact ;;  # exact200+exact200b: the noise baseline
