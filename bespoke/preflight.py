@@ -171,9 +171,10 @@ class Gpu:
 def probe(imports_only: bool = False, run=None, cache: Path | None = None) -> dict:
     """bespoke.gpuprobe's answer, from its own process: the launcher never creates a CUDA context.
 
-    With a `cache` folder, an answer that found GPUs is kept there under a key of what it depends on: this
-    Python, the torch, xformers and bitsandbytes installed, and the GPUs (`nvidia-smi -L`, with their
-    UUIDs). The probe imports torch and xformers and starts CUDA: 7.5 s of every `train` on an H100."""
+    With a `cache` folder, an answer that found GPUs and working libraries is kept there, under a key of
+    what it depends on: this Python, the torch, xformers and bitsandbytes installed, and the GPUs
+    (`nvidia-smi -L`, with their UUIDs). The probe imports torch and xformers and starts CUDA: 7.5 s of
+    every `train` on an H100 (bench/RESULTS.md)."""
     run = run or proc.run
     key = _probe_key(imports_only, run) if cache is not None else None
     kept = Path(cache) / f"gpuprobe-{key}.json" if key else None
@@ -188,8 +189,9 @@ def probe(imports_only: bool = False, run=None, cache: Path | None = None) -> di
         found = json.loads(r.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError, OSError, subprocess.TimeoutExpired) as e:
         return {"torch": None, "device_count": 0, "gpus": [], "arch_list": [], "error": f"the GPU probe failed ({e})"}
-    if kept is not None and found.get("gpus") and "error" not in found:
-        atomic_write_text(kept, json.dumps(found))
+    libraries_ok = all((found.get(lib) or {"ok": True}).get("ok") for lib in ("xformers", "bitsandbytes"))
+    if kept is not None and found.get("gpus") and "error" not in found and libraries_ok:
+        atomic_write_text(kept, json.dumps(found))  # only a healthy answer: a fix must not meet a stale failure
     return found
 
 

@@ -140,14 +140,17 @@ def test_probe_answer_is_kept_for_the_same_gpus_and_libraries(tmp_path):
     assert pod.probes == 3
 
 
-def test_probe_answer_is_not_kept_without_gpus_or_nvidia_smi(tmp_path):
+def test_probe_answer_is_not_kept_without_gpus_nvidia_smi_or_working_libraries(tmp_path):
     no_smi = FakePod(None, H100_ANSWER)
     for _ in range(2):
         preflight.probe(imports_only=True, run=no_smi, cache=tmp_path)
     no_gpu = FakePod(H100_SMI, {**H100_ANSWER, "device_count": 0, "gpus": []})
     for _ in range(2):
         preflight.probe(imports_only=True, run=no_gpu, cache=tmp_path)
-    assert no_smi.probes == 2 and no_gpu.probes == 2 and not list(tmp_path.iterdir())
+    broken = FakePod(H100_SMI, {**H100_ANSWER, "xformers": {"ok": False, "error": "ImportError: libcudart.so.12"}})
+    for _ in range(2):
+        preflight.probe(imports_only=True, run=broken, cache=tmp_path)
+    assert no_smi.probes == 2 and no_gpu.probes == 2 and broken.probes == 2 and not list(tmp_path.iterdir())
 
 
 def test_a_damaged_kept_probe_answer_is_probed_again(tmp_path):
