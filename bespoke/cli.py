@@ -127,7 +127,7 @@ def train_options(f):
         set_option,
         click.option("--dry-run", is_flag=True, help="Print the training math and the launch command; start nothing."),
         click.option("--profile", default=None, envvar="BESPOKE_PROFILE",
-                     help="Speed profile: exact (the notes' command) or fast (the same math, ~3x faster, compiles "
+                     help="Speed profile: exact (the notes' command) or fast (the same math, 2.3-3.2x faster, compiles "
                      "for 1-4 min at each start). Default: fast on Hopper GPUs (H100, H200), where it was proven; "
                      "exact elsewhere. Env BESPOKE_PROFILE; see bench/RESULTS.md."),
         click.option("--force", is_flag=True,

@@ -1,6 +1,6 @@
 """Training profiles: the same math, different speed levers.
 
-`exact` is the notes' recipe as is. `fast` is the same math, ~3x faster; it is the default on the GPUs
+`exact` is the notes' recipe as is. `fast` is the same math, 2.3-3.2x faster; it is the default on the GPUs
 where it was proven (`default_for`: Hopper, i.e. H100 and H200; bench/RESULTS.md), exact elsewhere. A
 profile adds recipe overrides and may name a launcher script that patches sd-scripts at run time (as the
 smoke test's tiny model does), never its code.
@@ -46,7 +46,7 @@ PROFILES: dict[str, Profile] = {
     "fast": Profile("fast", overrides=("gradient_checkpointing=false", "xformers=false", "sdpa=true",
                                        "vae_batch_size=8"),
                     launcher="fastsdxl.py", compiles=True, peak_gib=32.6,
-                    note="same math, ~3x faster; no gradient checkpointing, SDPA, compiled blocks; ~33 GB of GPU memory"),
+                    note="same math, 2.3-3.2x faster; no gradient checkpointing, SDPA, compiled blocks; ~33 GB of GPU memory"),
 }
 PROVEN_ON = 9  # fast was proven on compute capability 9.x (Hopper: the H100; the H200 runs the same sm_90 kernels)
 HEADROOM = 1.1  # a GPU needs 10 % more memory than a profile's measured peak
@@ -64,7 +64,7 @@ def default_for(gpus: list | None, compiler_missing: str | None = None) -> tuple
         return "exact", f"fast peaks at {fast.peak_gib} GiB; {small.name} has {small.memory_gb:.0f} GiB"
     if compiler_missing:
         return "exact", f"fast compiles kernels and needs {compiler_missing}"
-    return "fast", f"the same math as exact, ~3x faster, proven on Hopper GPUs ({gpus[0].name})"
+    return "fast", f"the same math as exact, 2.3-3.2x faster, proven on Hopper GPUs ({gpus[0].name})"
 
 
 def get(name: str) -> Profile:
