@@ -15,11 +15,11 @@ copy of each parameter group, and one gradient all-reduce instead of one per ten
 same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 
 BESPOKE_COMPILE picks torch.compile's mode: default, max-autotune-no-cudagraphs, or off. CUDA graphs
-(reduce-overhead) are not offered: with graphs shared by blocks they re-recorded every step (64 s a step), and
-with one graph per block the second step never finished (bench/RESULTS.md). Inductor launches the compiled kernels from generated C++ rather than
-Python (its cpp_wrapper: the same kernels, less host time per launch) where it can build that launcher (a
-C++ compiler and CUDA's headers: the image has them); BESPOKE_CPP_WRAPPER=0 turns that off. As a program it
-is accelerate's training script:
+(reduce-overhead) are not offered: with graphs shared by blocks they re-recorded every step (64 s a step),
+and with one graph per block the second step never finished (bench/RESULTS.md). Inductor launches the
+compiled kernels from generated C++ rather than Python (its cpp_wrapper: the same kernels, less host time
+per launch) where it can build that launcher (a C++ compiler and CUDA's headers: the image has them);
+BESPOKE_CPP_WRAPPER=0 turns that off. As a program it is accelerate's training script:
     fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
 """
 
