@@ -12,7 +12,7 @@ B=/tmp/bench
 RES=$B/out
 IMAGES=${BENCH_IMAGES:-40}   # repeats 1: IMAGES/2 steps per epoch at batch 2
 mkdir -p "$B" "$RES"
-# a warm machine may still run a training a killed call left behind: it would share the GPU with this call's
+# a warm machine may still run a training that a killed call left behind: it would share the GPU with this call's runs
 pkill -f sdxl_train_network.py && sleep 5
 
 if [ ! -d /tmp/site/accelerate ]; then
@@ -129,7 +129,7 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     start203 | start203b) ws203; STOP=step1 bespoke_train "$cfg" "$B/ws3" 1 --profile exact ;;
     vae8) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=8 ;;
     vae16) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set vae_batch_size=16 ;;
-    exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 --profile exact ;;  # exact200+exact200b: the noise baseline
+    exact200 | exact200b) bespoke_train "$cfg" "$ws" 10 --profile exact ;;  # twice: one caching in-run shifts the random stream (RESULTS.md)
     fast200) bespoke_train "$cfg" "$ws" 10 --profile fast ;;
     # both GPUs, in ws1 (GPU 0's 1-GPU LoRA stays in ws0 for LORA_LOAD); global batch 4: 10 steps/epoch
     exact2gpu) CUDA_VISIBLE_DEVICES=0,1 IPS=4 bespoke_train "$cfg" "$B/ws1" 4 --profile exact ;;
