@@ -38,9 +38,9 @@ PROFILES: dict[str, Profile] = {
     # SDXL's repeated blocks compiled by bespoke/fastsdxl.py (kernels launched from C++), and one
     # optimizer update and one all-reduce per step instead of one per LoRA tensor (bespoke/fewsteps.py,
     # bit-identical). Measured (bench/RESULTS.md), same machine: 3.15x exact on an H200 (0.28 vs 0.89
-    # s/step) and on an H100 (0.38 vs 1.21), 2.27x on another H100; 1-4 min of compiling per start. Same
-    # seed, 200 steps on H100s: each profile reproduces itself, and fast differs from exact as much as exact
-    # differs from itself when its random draws shift (loss and LoRA).
+    # s/step) and on an H100 (0.38 vs 1.21), 2.27x on another H100; 1-4 min of compiling per start.
+    # Same seed, 200 steps on H100s: each profile nearly reproduces itself, and fast differs from exact
+    # as much as exact differs from itself when its random draws shift (loss and LoRA).
     # Latents are cached 8 images per VAE call: 0.10 vs ~0.4 s an image (H100, 203 images), 20 GiB. The
     # VAE's math is per image; the batch changes its kernels' choice and how its noise sample is drawn.
     "fast": Profile("fast", overrides=("gradient_checkpointing=false", "xformers=false", "sdpa=true",
