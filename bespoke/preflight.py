@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bespoke import proc, profiles
+from bespoke import proc, profiles, runs
 from bespoke.fsutil import atomic_write_text
 
 ERROR, WARN, OK, INFO = "error", "warn", "ok", "info"
@@ -113,7 +113,7 @@ def disk_terms(
 ) -> list[DiskTerm]:
     ws = Path(ws)
     out = ws / "output"
-    saves = max(1, epochs // max(1, save_every))
+    saves = len(runs.saved_epochs(epochs, save_every))  # the files train expects: every n-th and the last
     lora = LORA_BYTES_DIM128_FP32 * dim / 128 * (0.5 if save_precision in ("fp16", "bf16") else 1.0)
     lora_fp32 = LORA_BYTES_DIM128_FP32 * dim / 128
     latent = resolution[0] // 8 * resolution[1] // 8 * 4 * 4 + 1024  # fp32 4-channel latent in an .npz

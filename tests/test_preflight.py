@@ -31,6 +31,11 @@ def test_disk_terms_scale_with_dim_precision_and_cache(tmp_path):
     assert dim64["LoRA files"] == full["LoRA files"] / 2
 
 
+def test_disk_terms_count_the_files_train_expects(tmp_path):
+    every3 = {x.name.split(" (")[0]: x.bytes for x in terms(tmp_path, save_every=3)}
+    assert abs(every3["LoRA files"] - 4 * 1.82 * GB) < 1e6  # epochs 3, 6, 9 and the last, 10
+
+
 def test_disk_check_errors_with_the_numbers(tmp_path):
     ts = terms(tmp_path)
     need = sum(t.bytes for t in ts) * 1.1
