@@ -33,9 +33,13 @@ class FlatGroup:
         self.members = members
         flat = torch.cat([p.detach().reshape(-1) for p in members])
         self.param = torch.nn.Parameter(flat)
-        sizes = [p.numel() for p in members]
-        self.views = [v.view_as(p) for v, p in zip(flat.split(sizes), members, strict=True)]  # into self.param
+        self.views = self._views(flat)  # into self.param
         self.grad_views: list[torch.Tensor] = []
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's shape over its stretch of a flat tensor."""
+        parts = flat.split([p.numel() for p in self.members])
+        return [v.view_as(p) for v, p in zip(parts, self.members, strict=True)]
 
     def gather(self) -> None:
         """The members' weights and gradients into the flat copy."""
@@ -46,8 +50,7 @@ class FlatGroup:
                                "now; run with BESPOKE_FLAT_STEP=off")
         if self.param.grad is None:
             self.param.grad = torch.empty_like(self.param)
-            self.grad_views = [v.view_as(p) for v, p in zip(self.param.grad.split([p.numel() for p in self.members]),
-                                                             self.members, strict=True)]
+            self.grad_views = self._views(self.param.grad)
         torch._foreach_copy_(self.grad_views, grads)
 
     def scatter_params(self) -> None:
