@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from bespoke import __version__, tokens
 from bespoke.errors import DataError
 from bespoke.fsutil import atomic_write_bytes, atomic_write_json
+from bespoke.workspace import Workspace
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 CAPTION_EXT = ".txt"
@@ -71,34 +72,34 @@ class Dataset:
 
 # --- finding the input ---------------------------------------------------------------------------
 
-def find_input(workspace: Path, data: Path | None) -> Path:
+def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
     """The user's data: --data, else $WS/dataset/, a single *.zip in $WS, $WS/runpod_package/training_data/."""
-    ws = Path(workspace)
+    ws = Workspace.of(workspace)
     _refuse_foreign_training_data(ws)
     if data is not None:
         return Path(data)
-    candidates = [ws / "dataset"]
-    zips = sorted(ws.glob("*.zip"))
+    candidates = [ws.dataset]
+    zips = ws.zips()
     if len(zips) > 1:
         raise DataError(
             f"found {len(zips)} zip files and no --data",
             ", ".join(str(z) for z in zips),
             "pass --data with the one to train on, or leave a single zip in the workspace",
         )
-    candidates += zips + [ws / "runpod_package" / "training_data"]
+    candidates += zips + [ws.runpod_data]
     for c in candidates:
         if c.exists():
             return c
     raise DataError(
         "no training data found",
-        f"looked in {ws / 'dataset'}, {ws}/*.zip, {ws / 'runpod_package' / 'training_data'}",
-        f"put your images and captions in {ws / 'dataset'}/ (or a zip in {ws}), or pass --data PATH",
+        f"looked in {ws.dataset}, {ws.root}/*.zip, {ws.runpod_data}",
+        f"put your images and captions in {ws.dataset}/ (or a zip in {ws.root}), or pass --data PATH",
     )
 
 
-def _refuse_foreign_training_data(ws: Path) -> None:
+def _refuse_foreign_training_data(ws: Workspace) -> None:
     """$WS/training_data is bespoke's output; files there that bespoke did not write are the user's."""
-    td = ws / "training_data"
+    td = ws.training_data
     if not td.is_dir():
         return
     entries = [e for e in td.iterdir() if not e.name.startswith(".")]
@@ -108,7 +109,7 @@ def _refuse_foreign_training_data(ws: Path) -> None:
         "files that bespoke did not write are in the folder it builds",
         str(td),
         f"bespoke lays out {td} itself (the 'No data found' trap); move your images and captions "
-        f"to {ws / 'dataset'}/ and run again",
+        f"to {ws.dataset}/ and run again",
     )
 
 
@@ -346,17 +347,17 @@ def layout_key(ds: Dataset, repeats: int, concept: str, resolution: tuple[int, i
 
 def lay_out(
     ds: Dataset,
-    workspace: Path,
+    workspace: Workspace | Path,
     repeats: int = 10,
     concept: str = "bespoke_baby",
     resolution: tuple[int, int] = (1024, 1024),
     upscale: str = "nearest",
 ) -> Layout:
     """Write $WS/training_data/<repeats>_<concept>/ as its only entry; no work if it is up to date."""
-    ws = Path(workspace)
-    target = ws / "training_data"
+    ws = Workspace.of(workspace)
+    target = ws.training_data
     key = layout_key(ds, repeats, concept, resolution, upscale)
-    folder = target / f"{repeats}_{concept}"
+    folder = ws.concept_folder(repeats, concept)
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         try:
@@ -365,7 +366,7 @@ def lay_out(
         except (ValueError, KeyError):
             pass
 
-    build = ws / f".training_data.build-{os.getpid()}"
+    build = ws.build_dir(os.getpid())
     shutil.rmtree(build, ignore_errors=True)
     out = build / folder.name
     out.mkdir(parents=True)
@@ -388,7 +389,7 @@ def lay_out(
         "source": ds.source, "repeats": repeats, "concept": concept, "resolution": list(resolution),
         "upscale": upscale, "images": len(files), "files": files,
     })
-    old = ws / f".training_data.old-{os.getpid()}"
+    old = ws.old_dir(os.getpid())
     if target.exists():
         os.replace(target, old)
     os.replace(build, target)
@@ -396,8 +397,8 @@ def lay_out(
     return Layout(target / folder.name, True, len(ds.items))
 
 
-def read_manifest(workspace: Path) -> dict | None:
-    for m in sorted((Path(workspace) / "training_data").glob(f"*/{MANIFEST}")):
+def read_manifest(workspace: Workspace | Path) -> dict | None:
+    for m in sorted(Workspace.of(workspace).training_data.glob(f"*/{MANIFEST}")):
         return json.loads(m.read_text())
     return None
 

@@ -15,9 +15,11 @@ from importlib import resources
 from pathlib import Path
 
 from bespoke.errors import RecipeError
+from bespoke.workspace import Workspace
 
 SCRIPT = "sdxl_train_network.py"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+OUTPUT_NAME = "bespoke_baby_sdxl"  # the notes' name: every LoRA file and sample starts with it
 
 # The notes' command, in the notes' order. train_data_dir and output_dir come from the workspace.
 NOTES: tuple[tuple[str, object], ...] = (
@@ -25,7 +27,7 @@ NOTES: tuple[tuple[str, object], ...] = (
     ("train_data_dir", None),
     ("resolution", "1024,1024"),
     ("output_dir", None),
-    ("output_name", "bespoke_baby_sdxl"),
+    ("output_name", OUTPUT_NAME),
     ("save_model_as", "safetensors"),
     ("max_train_epochs", "10"),
     ("learning_rate", "0.0001"),
@@ -141,23 +143,23 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def build(
-    workspace: Path,
+    workspace: Workspace | Path,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     tokenizer_dir: Path,
     xformers_available: bool = True,
 ) -> Recipe:
     """The notes' recipe for this workspace, with bespoke's additions and the user's overrides."""
-    ws = Path(workspace)
+    ws = Workspace.of(workspace)
     r = Recipe({name: value for name, value in NOTES})
-    r.args["train_data_dir"] = str(ws / "training_data")
-    r.args["output_dir"] = str(ws / "output")
+    r.args["train_data_dir"] = str(ws.training_data)
+    r.args["output_dir"] = str(ws.output)
     r.set("tokenizer_cache_dir", str(tokenizer_dir), "offline tokenizers: no Hub download at train time")
-    r.set("logging_dir", str(ws / "output" / "logs"), "TensorBoard logs on the volume")
+    r.set("logging_dir", str(ws.logs), "TensorBoard logs on the volume")
     r.set("log_with", "tensorboard", "TensorBoard logs on the volume")
     r.set("save_state", True, "resume after an interruption")
     r.set("save_last_n_epochs_state", "1", "keep only the newest state, to spare the disk")
-    r.set("sample_prompts", str(ws / "output" / "sample-prompts.txt"), "the notes' four test prompts each epoch")
+    r.set("sample_prompts", str(ws.sample_prompts), "the notes' four test prompts each epoch")
     r.set("sample_every_n_epochs", "1", "the notes' four test prompts each epoch")
     r.set("sample_sampler", SAMPLER, "SDXL base's own scheduler (Euler), deterministic per seed")
     for text in overrides:
