@@ -161,9 +161,10 @@ def train_options(f):
         set_option,
         click.option("--dry-run", is_flag=True, help="Print the training math and the launch command; start nothing."),
         click.option("--profile", default=None, envvar="BESPOKE_PROFILE",
-                     help="Speed profile: exact (the notes' command) or fast (the same math, 2.3-3.2x faster, compiles "
-                     "for 1-4 min at each start). Default: fast on Hopper GPUs (H100, H200), where it was proven; "
-                     "exact elsewhere. Env BESPOKE_PROFILE; see bench/RESULTS.md."),
+                     help="Speed profile: exact (the notes' command), fast (the same math, 2.3-3.2x faster, compiles "
+                     "for 1-6 min at each start) or lean (fast's compiled blocks with gradient checkpointing, within "
+                     "22 GB). Default: fast on Hopper GPUs (H100, H200), where it was proven; lean on cards too small "
+                     "for fast (24 GB); exact elsewhere. Env BESPOKE_PROFILE; see bench/RESULTS.md."),
         click.option("--force", is_flag=True,
                      help="Move a run with a different recipe or data to $WS/archive/ and start fresh."),
         click.option("--num-machines", default=1, show_default=True, help="accelerate multi-node: machines."),
@@ -189,7 +190,7 @@ def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, 
 @workspace_option
 @data_option
 @set_option
-@click.option("--profile", default=None, envvar="BESPOKE_PROFILE", help="The speed profile to check for (exact, fast).")
+@click.option("--profile", default=None, envvar="BESPOKE_PROFILE", help="The speed profile to check for (exact, fast, lean).")
 def check(workspace, data, overrides, profile):
     """Run the preflight and print a table of findings; exit 1 on any error.
 

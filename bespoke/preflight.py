@@ -289,9 +289,11 @@ def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: s
         if not profile.fits(g.memory_gb):
             out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on H100/H200s; GPU "
                                f"{g.index} ({g.name}) has {g.memory_gb:.0f} GiB and may run out of memory",
-                               f"use --profile exact ({profiles.get('exact').peak_gib} GiB)"))
+                               f"use --profile lean (22 GB) or exact ({profiles.get('exact').peak_gib} GiB)"
+                               if profile.name == "fast" else f"use --profile exact ({profiles.get('exact').peak_gib} GiB)"))
     if not out:
-        out.append(Finding(OK, "profile", f"{profile.name}: {profile.note}" + (f" ({why})" if why else "")))
+        out.append(Finding(OK, "profile", f"{profile.name}: {profile.note}" + (f" ({why})" if why else "")
+                           + (f"; expected {profile.expected}" if profile.expected else "")))
     return out
 
 

@@ -43,7 +43,8 @@ def test_train_probe_skips_the_slow_bitsandbytes_import():
 
 
 def test_compiled_blocks_train_like_eager_ones():
-    """The fast profile's launcher: compiled blocks, LoRA traced in, under gradient checkpointing."""
+    """The fast and lean profiles' launcher: compiled blocks, LoRA traced in, under gradient checkpointing
+    (made non-reentrant); sampling under no_grad runs the eager blocks and compiles nothing."""
     r = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "compiled_blocks.py"), SD],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -51,6 +52,10 @@ def test_compiled_blocks_train_like_eager_ones():
     assert got["unique_graphs"] >= 3 and got["calls_captured"] > 0  # the blocks really went through dynamo
     assert got["compiled_loss"] == pytest.approx(got["eager_loss"], rel=1e-5)
     assert got["grad_rel_diff"] < 1e-5 and got["grads"] > 0
+    assert got["reentrant_before"] and not got["reentrant_after"] and not got["te_reentrant"]
+    assert got["sample_equal"]  # the eager bodies: the very output of the unpatched model
+    assert got["graphs_after_sampling"] == got["unique_graphs"] == got["graphs_after_next_step"]  # no recompile
+    assert got["next_loss"] == got["compiled_loss"]
 
 
 def test_flat_optimizer_and_bucketed_reduce_compute_what_they_replace():

@@ -25,13 +25,36 @@ def test_fast_is_the_default_on_hopper_gpus_where_it_was_proven():
     assert profiles.default_for([gpu("NVIDIA H200", 139.8), gpu("NVIDIA H200", 139.8, index=1)])[0] == "fast"
 
 
+@pytest.mark.parametrize("gpus", [
+    [gpu("NVIDIA GeForce RTX 4090", 24.0, (8, 9))],
+    [gpu("NVIDIA RTX A5000", 24.0, (8, 6)), gpu("NVIDIA RTX A5000", 24.0, (8, 6), 1)],
+    [gpu("NVIDIA L4", 22.5, (8, 9))],
+    [gpu("NVIDIA H100 (a 24 GiB MIG slice)", 23.5)],
+    [gpu(), gpu("NVIDIA GeForce RTX 3090", 24.0, (8, 6), 1)],  # the smallest GPU decides
+])
+def test_lean_is_the_default_where_fast_does_not_fit(gpus):
+    name, reason = profiles.default_for(gpus)
+    assert name == "lean" and "gradient checkpointing" in reason
+
+
+def test_lean_keeps_checkpointing_and_compiles(tmp_path):
+    lean, fast = argv_for("lean", tmp_path), argv_for("fast", tmp_path)
+    assert "--gradient_checkpointing" in lean and "--sdpa" in lean and "--xformers" not in lean
+    assert profiles.get("lean").launcher == "fastsdxl.py" and profiles.get("lean").compiles
+    assert [a for a in lean if a not in ("--gradient_checkpointing", "--vae_batch_size=4")] == \
+        [a for a in fast if a != "--vae_batch_size=8"]
+
+
 @pytest.mark.parametrize("gpus, missing, why", [
     (None, None, "no GPU"),
     ([], None, "no GPU"),
     ([gpu("NVIDIA A100-SXM4-80GB", 79.2, (8, 0))], None, "not on NVIDIA A100"),
     ([gpu(), gpu("NVIDIA L40S", 44.4, (8, 9), 1)], None, "proven on Hopper"),  # every GPU must qualify
-    ([gpu("NVIDIA H100 (a 24 GiB MIG slice)", 23.5)], None, "peaks at"),
-    ([gpu()], "a C compiler (cc/gcc)", "needs a C compiler"),
+    ([gpu("NVIDIA Tesla T4", 15.0, (7, 5))], None, "not on NVIDIA Tesla T4"),  # no bf16, no room
+    ([gpu("NVIDIA GeForce RTX 4080", 16.0, (8, 9))], None, "not on NVIDIA GeForce RTX 4080"),  # too small for lean too
+    ([gpu("NVIDIA H100 (a 16 GiB MIG slice)", 16.0)], None, "peaks at"),
+    ([gpu()], "a C compiler (cc/gcc)", "need a C compiler"),
+    ([gpu("NVIDIA GeForce RTX 4090", 24.0, (8, 9))], "a C compiler (cc/gcc)", "need a C compiler"),
 ])
 def test_exact_is_the_default_anywhere_else(gpus, missing, why):
     name, reason = profiles.default_for(gpus, missing)
@@ -47,7 +70,7 @@ def test_exact_changes_nothing(tmp_path):
 def test_unknown_profile_names_the_choices():
     with pytest.raises(BespokeError, match="unknown profile 'turbo'") as e:
         profiles.get("turbo")
-    assert "exact, fast" in " ".join(map(str, e.value.args))
+    assert "exact, fast, lean" in " ".join(map(str, e.value.args))
 
 
 def test_fast_keeps_the_math(tmp_path):

@@ -15,7 +15,7 @@ mkdir -p "$B" "$RES"
 # a warm machine may still run a training that a killed call left behind: it would share the GPU with this call's runs
 pkill -f sdxl_train_network.py && sleep 5
 
-if [ ! -d /tmp/site/accelerate ]; then
+if [ ! -d /tmp/site/accelerate ] || [ ! -d /tmp/site/open_clip ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$REPO PYTHONUNBUFFERED=1 SD_SCRIPTS_DIR=$REPO/.cache/sd-scripts
@@ -60,6 +60,8 @@ bespoke_train() {  # NAME WS EPOCHS [bespoke train options...]
   local rc=$?
   ls -la "$ws/output"/*.safetensors "$ws/output/status.json" 2>&1 | tee -a "$RES/$name.files"
   cp "$ws/output/status.json" "$RES/$name.status" 2>/dev/null
+  echo "$name: $(grep -c 'Recompiling function' "$RES/$name.log") recompiles"
+  grep -E "bespoke fastsdxl|bespoke: |OutOfMemory|Error" "$RES/$name.log" | cut -c1-220 | tail -6
   return $rc
 }
 
@@ -119,6 +121,15 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     fast_xf) bespoke_train "$cfg" "$ws" 2 --profile fast --set xformers=true --set sdpa=false ;;
     fast_py) BESPOKE_CPP_WRAPPER=0 bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # launched from Python (calls 8-11's fast)
     fast_noflat) BESPOKE_FLAT_STEP=off bespoke_train "$cfg" "$ws" 2 --profile fast ;;  # per-tensor AdamW8bit
+    # issue 16: the notes' sampling (4 prompts, 30 steps, 1024^2) after each of the 2 epochs; the recompile log on
+    exact_s) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set sample_every_n_epochs=1 ;;
+    fast_s) TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 2 --profile fast --set sample_every_n_epochs=1 ;;
+    # the 24 GB profile with this process's GPU memory capped at 22 GB (torch's per-process memory fraction)
+    lean22) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
+    lean22_s) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean --set sample_every_n_epochs=1 ;;
+    # the same, kernels launched from Python (compiles in about half the time; ~1.2x slower steps)
+    lean22py_s) BESPOKE_CPP_WRAPPER=0 BESPOKE_GPU_MEMORY_GB=22 TORCH_LOGS=recompiles \
+      bespoke_train "$cfg" "$ws" 2 --profile lean --set sample_every_n_epochs=1 ;;
     # where the step's time goes (bench/gpu/profiled.py: phases, kernels, top ops), 40 steps, raw launch
     prof) PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
     prof_noflat) BESPOKE_FLAT_STEP=off PROFILED=1 PROFILE_NAME=$cfg PROFILE_OUT=$RES raw_train "$cfg" "$ws" 2 --profile fast ;;
@@ -163,6 +174,6 @@ echo "=== results"
 cat "$RES"/*.json 2>/dev/null | python3 -c "
 import json,sys
 for d in json.loads('['+sys.stdin.read().replace('}\n{','},{').replace('}{','},{')+']'):
-    if 'milestones_s' in d: print(d['name'], d.get('rc'), d.get('s_per_step_median'), d.get('s_per_step_mean'), d.get('peak_mem_mib_nvsmi'), d.get('gpu_busy_pct_nvsmi'), d['milestones_s'])
+    if 'milestones_s' in d: print(d['name'], d.get('rc'), d.get('s_per_step_median'), d.get('s_per_step_mean'), d.get('peak_mem_mib_nvsmi'), d.get('gpu_busy_pct_nvsmi'), d['milestones_s'], d.get('sampling_s'))
 " 2>&1 || true
 cat "$RES"/*.phases.json 2>/dev/null

@@ -32,6 +32,7 @@ MILESTONES = {  # first line matching each, in order of appearance in sdxl_train
     "running": r"running training",
     "step1": r"steps:.*\|\s*1/",
 }
+SAMPLING = re.compile(r"generating sample images")
 
 
 def gpu_sampler(samples, stop):
@@ -118,12 +119,21 @@ def main():
                 break
     ks = sorted(k for k in steps if k >= 1)
     warm = [k for k in ks if k >= 5]
-    diffs = [steps[b] - steps[a] for a, b in zip(warm, warm[1:], strict=False) if b == a + 1]
+    # sampling (sd-scripts' "generating sample images", at an epoch's end): from that line to the next step's
+    # line, or to the end of the run after the last step; those gaps are left out of the step times
+    sampled = [t for t, text in lines if SAMPLING.search(text)]
+    sample_s = [round(min([steps[k] for k in ks if steps[k] > t] + [total]) - t, 2) for t in sampled]
+    pairs = list(zip(warm, warm[1:], strict=False))
+    paused = [(a, b) for a, b in pairs if any(steps[a] <= t < steps[b] for t in sampled)]
+    diffs = [steps[b] - steps[a] for a, b in pairs if b == a + 1 and (a, b) not in paused]
     summary = {"name": name, "rc": proc.returncode, "wall_s": round(total, 1), "steps_seen": len(ks),
                "milestones_s": marks}
+    if sampled:
+        summary["sampling_s"] = sample_s
     if len(warm) >= 2:
         first, last = warm[0], warm[-1]
-        slope = (steps[last] - steps[first]) / (last - first)
+        slope = ((steps[last] - steps[first] - sum(steps[b] - steps[a] for a, b in paused))
+                 / max(last - first - sum(b - a for a, b in paused), 1))
         summary.update(s_per_step_median=round(statistics.median(diffs), 4) if diffs else None,
                        s_per_step_mean=round(slope, 4), images_per_s=round(per_step / slope, 3))
         busy = [u for (t, m, u) in samples if steps[first] <= t <= steps[last]]

@@ -14,6 +14,11 @@ It also cuts the per-tensor launches around the step (bespoke/launch/fewsteps.py
 copy of each parameter group, and one gradient all-reduce instead of one per tensor, bit for bit the
 same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 
+Only training runs the compiled bodies. With gradients off (sd-scripts' sample images, validation) the
+blocks run eagerly: a compiled graph is guarded on grad mode, and compiling the no-grad variant of every
+block stalled the first sampling ~75 s for 4 images (issue 16). Gradient checkpointing (the lean profile)
+is made non-reentrant, so that its first forward runs with gradients on, through the compiled bodies.
+
 BESPOKE_COMPILE picks torch.compile's mode: default, max-autotune-no-cudagraphs, or off. CUDA graphs
 (reduce-overhead) are not offered: with graphs shared by blocks they re-recorded every step (64 s a step),
 and with one graph per block the second step never finished (bench/RESULTS.md). Inductor launches the
@@ -25,7 +30,10 @@ BESPOKE_CPP_WRAPPER=0 turns that off. As a program it is accelerate's training s
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib
+import os
 from pathlib import Path
 
 from bespoke import switches
@@ -60,6 +68,7 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
         return mode
     import torch
     import torch._dynamo
+    import torch._inductor.config
 
     if switches.switch("BESPOKE_CPP_WRAPPER"):  # launch the kernels from C++: 1.22x (bench/RESULTS.md)
         from bespoke.preflight import cpp_launcher_problem
@@ -67,9 +76,9 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
         if lack := cpp_launcher_problem():
             print(f"bespoke fastsdxl: kernels launched from Python (~1.2x slower); C++ needs {lack}", flush=True)
         else:
-            import torch._inductor.config
-
             torch._inductor.config.cpp_wrapper = True
+    cap_memory()
+    non_reentrant_checkpointing()
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))
@@ -81,10 +90,65 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
         options = {"backend": backend, "dynamic": False}
         if backend == "inductor":
             options["mode"] = None if mode == "default" else mode
-        rebind(cls, method, torch.compile(original, **options))
+        rebind(cls, method, training_only(original, torch.compile(original, **options)))
         cls._bespoke_compiled = method
-    print(f"bespoke fastsdxl: {len(BLOCKS)} block types compiled with torch.compile mode={mode}", flush=True)
+    print(f"bespoke fastsdxl: {len(BLOCKS)} block types compiled with torch.compile mode={mode}, "
+          f"{torch._inductor.config.compile_threads} compile workers", flush=True)
+    atexit.register(_report_graphs)
     return mode
+
+
+def training_only(original, compiled):
+    """The compiled body while gradients are on (training), the eager one otherwise (sampling, validation)."""
+    import torch
+
+    @functools.wraps(original)
+    def body(*args, **kwargs):
+        return (compiled if torch.is_grad_enabled() else original)(*args, **kwargs)
+
+    body._bespoke_eager = original
+    return body
+
+
+def non_reentrant_checkpointing() -> None:
+    """sd-scripts' UNet and transformers' text encoders checkpoint reentrantly by default, which runs the first
+    forward with gradients off (so, here, eagerly); the non-reentrant form recomputes the same ops with
+    gradients on. Only matters where gradient checkpointing is on."""
+    from library import sdxl_original_unet
+    from transformers import PreTrainedModel
+
+    rebind(sdxl_original_unet, "USE_REENTRANT", False)
+    enable = PreTrainedModel.gradient_checkpointing_enable
+    if getattr(enable, "_bespoke", False):
+        return
+
+    @functools.wraps(enable)
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        return enable(self, gradient_checkpointing_kwargs={"use_reentrant": False, **(gradient_checkpointing_kwargs or {})})
+
+    gradient_checkpointing_enable._bespoke = True
+    rebind(PreTrainedModel, "gradient_checkpointing_enable", gradient_checkpointing_enable)
+
+
+def cap_memory() -> None:
+    """BESPOKE_GPU_MEMORY_GB=N: this process may allocate at most N GB of its GPU (the bench's stand-in for
+    a smaller card)."""
+    import torch
+
+    if not (gb := os.environ.get("BESPOKE_GPU_MEMORY_GB")) or not torch.cuda.is_available():
+        return
+    device = int(os.environ.get("LOCAL_RANK", 0))
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, float(gb) * 1e9 / total), device)
+    print(f"bespoke fastsdxl: GPU memory capped at {gb} GB of {total / 1e9:.0f}", flush=True)
+
+
+def _report_graphs() -> None:
+    from torch._dynamo.utils import counters
+
+    stats = counters["stats"]
+    print(f"bespoke fastsdxl: {stats['unique_graphs']} compiled graphs, {stats['calls_captured']} calls captured",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """One training step of a tiny SDXL with LoRA, eager and then through bespoke/launch/fastsdxl.py's compiled blocks.
 
     python compiled_blocks.py <sd-scripts>    prints JSON: both losses, the gradients' relative difference,
-                                              and dynamo's graph counts
+                                              dynamo's graph counts, and what sampling (no_grad) does
+
 fp32 and the aot_eager backend: the same graphs fastsdxl traces on a GPU, forward and backward, without
 Triton kernels (none on CPU), so the two steps must agree to rounding. Gradient checkpointing is on, as in
-the exact recipe, so the compiled bodies also run inside sd-scripts' checkpoint wrappers.
+the exact recipe and the lean profile (UNet and text encoder): the eager step checkpoints reentrantly, as
+sd-scripts and transformers do, the compiled one non-reentrantly, as the launcher makes them. Then one
+forward under no_grad, as sd-scripts samples: it must run the eager bodies (the same output as eager, no new
+graph), and the next training step must reuse the training graphs.
 """
 
 import json
@@ -31,6 +35,7 @@ for p in network.parameters():
 unet.train()
 te.train()
 unet.enable_gradient_checkpointing()
+te.gradient_checkpointing_enable()  # transformers' default: reentrant
 ids, x = torch.randint(0, 49407, (2, 77)), torch.randn(2, 4, 32, 32)
 t, y = torch.tensor([10, 500]), torch.randn(2, unet.adm_in_channels if hasattr(unet, "adm_in_channels") else 1568)
 
@@ -43,11 +48,29 @@ def step():
     return loss.item(), torch.cat([p.grad.flatten() for p in network.parameters() if p.grad is not None])
 
 
+def sample():
+    with torch.no_grad():
+        h = te(ids, output_hidden_states=True).hidden_states[11]
+        return unet(x, t, torch.cat([h, h], -1), y)
+
+
 eager_loss, eager_grad = step()
+eager_sample = sample()
+reentrant = sdxl_original_unet.USE_REENTRANT
 fastsdxl.patch(sd, "default", backend="aot_eager")
+te.gradient_checkpointing_enable()  # as sd-scripts calls it, after the launcher's patch
 compiled_loss, compiled_grad = step()
 stats = torch._dynamo.utils.counters["stats"]
+trained_graphs = stats["unique_graphs"]
+compiled_sample = sample()
+sample_graphs = stats["unique_graphs"]
+again_loss, _ = step()
 print(json.dumps({"eager_loss": eager_loss, "compiled_loss": compiled_loss,
                   "grad_rel_diff": float((eager_grad - compiled_grad).norm() / eager_grad.norm()),
-                  "grads": eager_grad.numel(), "unique_graphs": stats["unique_graphs"],
-                  "calls_captured": stats["calls_captured"]}))
+                  "grads": eager_grad.numel(), "unique_graphs": trained_graphs,
+                  "calls_captured": stats["calls_captured"],
+                  "reentrant_before": reentrant, "reentrant_after": sdxl_original_unet.USE_REENTRANT,
+                  "te_reentrant": te.text_model.encoder.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"],
+                  "sample_equal": bool(torch.equal(eager_sample, compiled_sample)),
+                  "graphs_after_sampling": sample_graphs, "graphs_after_next_step": stats["unique_graphs"],
+                  "next_loss": again_loss}))
