@@ -287,7 +287,7 @@ def check_profile(profile, found: list[Gpu] | None, compiler: str | None, why: s
                            "cuda-cccl; the image has them), or leave it"))
     for g in found or []:
         if not profile.fits(g.memory_gb):
-            out.append(Finding(WARN, "profile", f"{profile.name} peaked at {profile.peak_gib} GiB on H100/H200s; GPU "
+            out.append(Finding(WARN, "profile", f"{profile.name} needs up to {profile.peak_gib} GiB (measured on H100/H200s); GPU "
                                f"{g.index} ({g.name}) has {g.memory_gb:.0f} GiB and may run out of memory",
                                f"use --profile lean (22 GB) or exact ({profiles.get('exact').peak_gib} GiB)"
                                if profile.name == "fast" else f"use --profile exact ({profiles.get('exact').peak_gib} GiB)"))
