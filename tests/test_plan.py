@@ -81,7 +81,8 @@ def plan(ws, **kw):
     (H100, 1, None, "fast", "default here: the same math", ["--sdpa", "fastsdxl.py"], ["--xformers"]),
     (A100, 1, None, "exact", "default here: fast is proven on Hopper", ["--xformers", "--gradient_checkpointing"],
      ["fastsdxl.py"]),
-    (L4, 1, None, "exact", "default here: fast is proven on Hopper", ["--xformers"], ["--sdpa"]),
+    (L4, 1, None, "lean", "default here: fast peaks at", ["--sdpa", "fastsdxl.py", "--gradient_checkpointing"],
+     ["--xformers"]),  # a 24 GB card: lean
     (H100, 1, "exact", "exact", None, ["--xformers", "--gradient_checkpointing"], ["fastsdxl.py"]),
     (A100, 1, "fast", "fast", None, ["fastsdxl.py", "--vae_batch_size=8"], ["--gradient_checkpointing"]),
     (H100, 2, None, "fast", "default here", ["--multi_gpu", "--num_processes"], []),
