@@ -89,6 +89,13 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
         r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
     except BespokeError as e:
         return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
+    try:
+        manifest = dataset.check_layout(ws)
+        if manifest is not None:
+            findings.append(Finding(OK, "layout", f"{ws.training_data}: {manifest['repeats']}_{manifest['concept']}/, "
+                                    f"{manifest['images']} images prepared"))
+    except DataError as e:
+        findings.append(Finding(ERROR, "layout", f"{e.what} ({e.where})", e.fix or ""))
     n_images = 0
     try:
         src = dataset.find_input(ws, data)
@@ -124,6 +131,7 @@ def prepare(ws: Workspace | Path, data: Path | None, opts: PrepareOptions) -> tu
 
 
 def _prepare(ws: Workspace, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
+    dataset.check_layout(ws, prepared=False)  # what is there is bespoke's own; prepare replaces it whole
     src = dataset.find_input(ws, data)
     log.info(f"data: {src}")
     ds = dataset.load(src, opts.rules(), tok_dir=tokens.default_dir(ws))
