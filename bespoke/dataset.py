@@ -75,7 +75,6 @@ class Dataset:
 def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
     """The user's data: --data, else $WS/dataset/, a single *.zip in $WS, $WS/runpod_package/training_data/."""
     ws = Workspace.of(workspace)
-    _refuse_foreign_training_data(ws)
     if data is not None:
         return Path(data)
     candidates = [ws.dataset]
@@ -97,20 +96,40 @@ def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
     )
 
 
-def _refuse_foreign_training_data(ws: Workspace) -> None:
-    """$WS/training_data is bespoke's output; files there that bespoke did not write are the user's."""
+def check_layout(workspace: Workspace | Path, prepared: bool = True) -> dict | None:
+    """The layout check that prepare, check and train all run on the workspace's training_data.
+
+    It is bespoke's output: anything there that bespoke did not write (a loose file, a folder without
+    bespoke's manifest, such as a stray 5_other/) is the user's, and refused, naming it. With `prepared`
+    (train, check) it must also hold exactly one <repeats>_<concept>/ folder, since kohya trains every
+    folder it finds (the notes' doubled 406 latents). Returns that folder's manifest; None when nothing
+    is prepared yet."""
+    ws = Workspace.of(workspace)
     td = ws.training_data
     if not td.is_dir():
-        return
-    entries = [e for e in td.iterdir() if not e.name.startswith(".")]
-    if all(e.is_dir() and (e / MANIFEST).is_file() for e in entries):
-        return
-    raise DataError(
-        "files that bespoke did not write are in the folder it builds",
-        str(td),
-        f"bespoke lays out {td} itself (the 'No data found' trap); move your images and captions "
-        f"to {ws.dataset}/ and run again",
-    )
+        return None
+    entries = sorted(e for e in td.iterdir() if not e.name.startswith("."))
+    foreign = [e for e in entries if not (e.is_dir() and (e / MANIFEST).is_file())]
+    if foreign:
+        names = ", ".join(e.name for e in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DataError(
+            f"files that bespoke did not write are in the folder it builds: {names}",
+            str(td),
+            f"bespoke lays out {td} itself (the 'No data found' trap); move your images and captions "
+            f"to {ws.dataset}/ and run again",
+        )
+    if prepared and len(entries) > 1:
+        raise DataError(
+            f"{len(entries)} prepared folders ({', '.join(e.name for e in entries)}); kohya would train every one",
+            str(td), "run `bespoke prepare`, which keeps exactly one",
+        )
+    if not entries:
+        return None
+    try:
+        return json.loads((entries[0] / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"bespoke's manifest cannot be read ({e})", str(entries[0] / MANIFEST),
+                        "run `bespoke prepare` to lay the data out again") from None
 
 
 # --- reading: a folder or a zip, as (relative path, display path, bytes) -------------------------
@@ -359,7 +378,8 @@ def lay_out(
     key = layout_key(ds, repeats, concept, resolution, upscale)
     folder = ws.concept_folder(repeats, concept)
     manifest_path = folder / MANIFEST
-    if manifest_path.is_file():
+    only = [e.name for e in target.iterdir() if not e.name.startswith(".")] == [folder.name] if target.is_dir() else False
+    if only and manifest_path.is_file():
         try:
             if json.loads(manifest_path.read_text())["layout_key"] == key:
                 return Layout(folder, False, len(ds.items))
@@ -398,9 +418,8 @@ def lay_out(
 
 
 def read_manifest(workspace: Workspace | Path) -> dict | None:
-    for m in sorted(Workspace.of(workspace).training_data.glob(f"*/{MANIFEST}")):
-        return json.loads(m.read_text())
-    return None
+    """The prepared layout's manifest, after the layout check (check_layout); None when nothing is prepared."""
+    return check_layout(workspace)
 
 
 def write_preview(ds: Dataset, path: Path, scale: int = 4, gap: int = 2) -> Path:

@@ -43,6 +43,10 @@ class TrainingError(BespokeError):
         super().__init__(what, where, fix)
 
 
+class LockedError(BespokeError):
+    """Another bespoke process holds the workspace (Workspace.lock)."""
+
+
 class SettingError(BespokeError):
     """An environment variable has a value bespoke cannot use."""
 

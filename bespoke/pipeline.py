@@ -8,6 +8,7 @@ prints it; a library user can route it anywhere); they return values and raise t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -88,6 +89,13 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
         r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
     except BespokeError as e:
         return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
+    try:
+        manifest = dataset.check_layout(ws)
+        if manifest is not None:
+            findings.append(Finding(OK, "layout", f"{ws.training_data}: {manifest['repeats']}_{manifest['concept']}/, "
+                                    f"{manifest['images']} images prepared"))
+    except DataError as e:
+        findings.append(Finding(ERROR, "layout", f"{e.what} ({e.where})", e.fix or ""))
     n_images = 0
     try:
         src = dataset.find_input(ws, data)
@@ -118,7 +126,12 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
 
 def prepare(ws: Workspace | Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
     ws = Workspace.of(ws)
-    ws.root.mkdir(parents=True, exist_ok=True)
+    with ws.lock("prepare"):
+        return _prepare(ws, data, opts)
+
+
+def _prepare(ws: Workspace, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
+    dataset.check_layout(ws, prepared=False)  # what is there is bespoke's own; prepare replaces it whole
     src = dataset.find_input(ws, data)
     log.info(f"data: {src}")
     ds = dataset.load(src, opts.rules(), tok_dir=tokens.default_dir(ws))
@@ -367,8 +380,14 @@ def execute(launch: Launch, *, on_line=None, grace: float = 60.0) -> Outcome:
 
 def train(ws: Workspace | Path, opts: TrainOptions, *, probed: dict | None = None, rig: Rig | None = None,
           on_line=None, grace: float = 60.0) -> int:
-    """The train stage: plan, say what it will do, execute (resume; no-op when done). Returns the exit code."""
+    """The train stage: plan, say what it will do, execute (resume; no-op when done). Returns the exit code.
+    Holds the workspace lock, except for a dry run (it writes nothing)."""
     ws = Workspace.of(ws)
+    with contextlib.nullcontext() if opts.dry_run else ws.lock("train"):
+        return _train(ws, opts, probed, rig, on_line, grace)
+
+
+def _train(ws: Workspace, opts: TrainOptions, probed: dict | None, rig: Rig | None, on_line, grace: float) -> int:
     ws.apply_cache_env()
     if probed is None:  # `run` passes its check's probe; a Rig needs none (it trains with --sdpa on the CPU)
         probed = {} if rig else preflight.probe(imports_only=True, cache=ws.probe_cache)
@@ -451,8 +470,14 @@ def evaluate_after_training(ws: Workspace | Path) -> None:
 def run(ws: Workspace | Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions,
         show_findings=None) -> int:
     """check -> prepare -> train -> evaluate: what the container runs. Returns the exit code.
-    `show_findings(findings)` shows check's table (the CLI prints it; by default it is logged)."""
+    `show_findings(findings)` shows check's table (the CLI prints it; by default it is logged).
+    Holds the workspace lock throughout."""
     ws = Workspace.of(ws)
+    with ws.lock("run"):
+        return _run(ws, data, popts, topts, show_findings)
+
+
+def _run(ws: Workspace, data: Path | None, popts: PrepareOptions, topts: TrainOptions, show_findings) -> int:
     log.info("== check")
     probed = preflight.probe(cache=ws.probe_cache)
     findings = check(ws, data, topts.overrides, popts, probed=probed, profile=topts.profile)

@@ -1,4 +1,4 @@
-"""The workspace: the one owner of bespoke's on-disk layout, its cache environment and containment.
+"""The workspace: the one owner of bespoke's on-disk layout, its cache environment, containment and lock.
 
 Every stage and the entrypoint take a `Workspace`; no other module joins a workspace path from a
 string. The layout, under the root (`/workspace` in the container, `--workspace` / `BESPOKE_WORKSPACE`):
@@ -13,6 +13,7 @@ string. The layout, under the root (`/workspace` in the container, `--workspace`
         report/               evaluate's report.html, report.json, contact-sheet.png, sprites/
     archive/                  runs that --force moved aside
     .cache/                   every ML library's cache (CACHE_VARS), the tokenizers, the GPU probe's answer
+    .bespoke.lock             the workspace lock: one bespoke prepare/train/evaluate/run at a time
 
 Use it as:
 
@@ -20,18 +21,27 @@ Use it as:
     ws.training_data, ws.output, ws.status, ws.done_file, ws.logs, ws.samples, ws.report ...
     ws.cache_env()                # the cache variables under ws/.cache, keeping those the user set
     ws.contains(path)             # True when path resolves inside the workspace
+    with ws.lock("train"): ...    # exclusive; another holder is refused in one line (errors.LockedError)
 
 A `Workspace` is frozen and names paths only: nothing here writes, except `apply_cache_env` (to the
-environment it is given).
+environment it is given) and `lock` (its lock file).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bespoke.errors import LockedError
+
 DEFAULT_ROOT = "/workspace"
+LOCK_FILE = ".bespoke.lock"
 RUN_FILE = "run.json"
 DONE_FILE = "DONE.json"
 
@@ -206,3 +216,57 @@ class Workspace:
         root = self.root.resolve()
         p = (self.root / path).resolve()
         return p == root or root in p.parents
+
+    # --- the lock --------------------------------------------------------------------------------
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the workspace for `command` (prepare, train, evaluate, run): an exclusive flock on the lock
+        file, so a second bespoke on the same workspace is refused in one line naming the holder's PID and
+        start time. The kernel drops the lock when its process ends, however it ends: a lock file left by a
+        dead process never blocks. Re-entrant within one process (run holds it through its stages)."""
+        path = self.lock_file
+        key = os.path.realpath(path)
+        if key in _HELD:
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(f"the workspace is in use by {_holder(fd)}", str(self.root),
+                                  "one bespoke per workspace: wait for it to finish, or stop that process "
+                                  "(a lock of a process that has ended never blocks)") from None
+            holder = json.dumps({"pid": os.getpid(), "command": command, "started_at": time.time()})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode() + b"\n", 0)
+            _HELD[key] = 1
+            try:
+                yield
+            finally:
+                del _HELD[key]
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # releases the flock
+
+
+_HELD: dict[str, int] = {}  # lock files this process holds, and how deep
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it: `bespoke train (PID 123, started 2026-11-29 17:40:01 UTC)`."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(info["started_at"])))
+        return f"bespoke {info.get('command', '?')} (PID {int(info['pid'])}, started {started})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another bespoke process (it has not written its PID yet)"

@@ -227,8 +227,14 @@ def publish_best(ws: Workspace, lora: Path | None) -> dict | None:
 
 
 def evaluate(workspace: Workspace | Path, grid: int = pixelart.GRID, palette_dir: Path | None = None) -> dict:
-    """Score every sample, write the sprites and the report, copy the recommended LoRA; returns report.json."""
+    """Score every sample, write the sprites and the report, copy the recommended LoRA; returns report.json.
+    Holds the workspace lock."""
     ws = Workspace.of(workspace)
+    with ws.lock("evaluate"):
+        return _evaluate(ws, grid, palette_dir)
+
+
+def _evaluate(ws: Workspace, grid: int, palette_dir: Path | None) -> dict:
     name = output_name(ws)
     samples = find_samples(ws.samples, name)
     if not samples:
