@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from bespoke import __version__
-from bespoke.errors import BespokeError, DataError
+from bespoke.errors import BespokeError
 
 DEFAULT_WORKSPACE = "/workspace"
 
@@ -64,9 +64,8 @@ def main() -> None:
     except BespokeError as e:
         if os.environ.get("BESPOKE_DEBUG") == "1":
             traceback.print_exc()
-        if isinstance(e, DataError):
-            for problem in e.problems:
-                click.echo(f"  {problem}", err=True)
+        for problem in getattr(e, "problems", ()):
+            click.echo(f"  {problem}", err=True)
         click.secho(f"error: {e.line()}", fg="red", err=True)
         sys.exit(getattr(e, "exit_code", 1))
 
@@ -287,14 +286,15 @@ def score(images, grid, palette_from, margin, as_json):
     import json
 
     from bespoke import pixelart
+    from bespoke.safeio import show
 
     palette = pixelart.load_palette(palette_from, grid) if palette_from else None
     for path in images:
-        result, _ = pixelart.score(pixelart.load_rgb(path), grid, palette, margin)
+        result, _ = pixelart.score(pixelart.load_rgb(path, grid, margin), grid, palette, margin)
         if as_json:
             click.echo(json.dumps({"path": str(path), **result.as_dict()}))
             continue
-        click.echo(f"{path}: pixel_art: {str(result.pixel_art).lower()}  score {result.score:.2f}")
+        click.echo(f"{show(path)}: pixel_art: {str(result.pixel_art).lower()}  score {result.score:.2f}")
         click.echo(f"  mismatch {result.mismatch:.3f}  purity {result.purity:.3f}  boundary {result.boundary:.3f}  "
                    f"grid period {result.grid_period:.1f} px  colours {result.colours}"
                    + ("" if result.palette_p95 is None else f"  palette p95 {result.palette_p95:.1f}"))
@@ -320,15 +320,16 @@ def pixelate(images, out, grid, palette_from, margin, scale):
     import io
 
     from bespoke import pixelart
-    from bespoke.fsutil import atomic_write_bytes
+    from bespoke.fsutil import atomic_write_bytes, output_paths
+    from bespoke.safeio import show
 
     palette = pixelart.load_palette(palette_from, grid) if palette_from else None
-    for path in images:
-        sprite = pixelart.pixelate(pixelart.load_rgb(path), grid, palette, margin)
+    for path, dest in zip(images, output_paths(images, out, ".png"), strict=True):
+        sprite = pixelart.pixelate(pixelart.load_rgb(path, grid, margin), grid, palette, margin)
         buf = io.BytesIO()
         pixelart.enlarge(sprite, scale).save(buf, format="PNG")
-        atomic_write_bytes(out / f"{path.stem}.png", buf.getvalue())
-        click.echo(f"{path} -> {out / f'{path.stem}.png'}")
+        atomic_write_bytes(dest, buf.getvalue())
+        click.echo(f"{show(path)} -> {show(dest)}")
 
 
 @cli.command()

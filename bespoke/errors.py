@@ -28,7 +28,11 @@ class DataError(BespokeError):
 
 
 class RecipeError(BespokeError):
-    """An override names an unknown flag or has the wrong type."""
+    """An override names an unknown flag or has the wrong type or range; `problems` lists each when several."""
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None, problems=()):
+        self.problems = list(problems)
+        super().__init__(what, where, fix)
 
 
 class PreflightError(BespokeError):

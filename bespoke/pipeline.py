@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,9 +82,17 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
     try:
         prof, why = _profile(profile, found)
         findings += preflight.check_profile(prof, found, _compiler_problem(prof), why, _cpp_launcher_problem(prof))
-        r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
+        extra = prof.overrides
     except BespokeError as e:
-        return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
+        findings.append(Finding(ERROR, "profile", e.what, e.fix or ""))
+        extra = ()
+    # Every bad override is a finding; the recipe is built from the good ones, so the data and disk rows
+    # below still appear.
+    good, errors = recipe.check_overrides((*extra, *overrides))
+    findings += [Finding(ERROR, "recipe", e.what, e.fix or "") for e in errors]
+    findings += [Finding(ERROR, "prepare", what, fix) for what, fix in
+                 dataset.option_problems(opts.repeats, opts.concept, opts.resolution, opts.size)]
+    r = recipe.build(ws, [f"{n}={_flat(v)}" for n, v in good], tokenizer_dir=tokens.default_dir(ws))
     n_images = 0
     try:
         src = dataset.find_input(ws, data)
@@ -110,10 +119,18 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
     return findings
 
 
+def _flat(value) -> str:
+    """A parsed override back as its --set text."""
+    if value is True or value is False:
+        return str(value).lower()
+    return shlex.join(value) if isinstance(value, list) else str(value)
+
+
 # --- prepare -------------------------------------------------------------------------------------
 
 def prepare(ws: Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
     ws = Path(ws)
+    dataset.check_options(opts.repeats, opts.concept, opts.resolution, opts.size)
     ws.mkdir(parents=True, exist_ok=True)
     src = dataset.find_input(ws, data)
     echo(f"data: {src}")

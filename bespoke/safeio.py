@@ -158,6 +158,22 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
+def image_files(folder: Path | str, suffixes) -> list[Path]:
+    """Files under `folder` with these suffixes, sorted; symlinked folders are not followed (no loops)
+    and FIFOs, sockets and devices are left out (reading them would block or make no sense)."""
+    found = []
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            p = Path(dirpath, name)
+            if p.suffix.lower() in suffixes:
+                try:
+                    if stat.S_ISREG(os.stat(p).st_mode):
+                        found.append(p)
+                except OSError:
+                    found.append(p)  # a loop or broken link: reading it names it in one line
+    return sorted(found)
+
+
 # --- images --------------------------------------------------------------------------------------
 
 def open_image(data: bytes, shown: str, max_pixels: int = MAX_PIXELS, expect: tuple[int, int] | None = None):
