@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from bespoke.errors import BespokeError
+from bespoke.masking import mask_argv, secret_values
 from entrypoint import finish, mounts, proc, services, settings, survey
 
 FORWARDED = (*finish.TERMINATING, signal.SIGUSR1, signal.SIGUSR2)
@@ -120,4 +121,4 @@ def report(s: settings.Settings, env: dict[str, str], command: list[str], servic
         say(line)
     for w in warnings:
         say(f"warning: {w}")
-    say("running     " + " ".join(command))
+    say("running     " + " ".join(mask_argv(command, secret_values(env))))
