@@ -163,11 +163,16 @@ def check(workspace, data, overrides, profile):
       bespoke check --workspace /workspace --data /workspace/dataset
     """
     from bespoke import pipeline
-    from bespoke.preflight import has_errors
+    from bespoke.errors import PreflightError
+    from bespoke.preflight import ERROR, has_errors
 
     findings = pipeline.check(workspace, data, overrides, profile=profile)
     pipeline.print_findings(findings)
     if has_errors(findings):
+        failed = sorted({f.check for f in findings if f.severity == ERROR})
+        line = PreflightError(f"{sum(f.severity == ERROR for f in findings)} error(s) in {', '.join(failed)}",
+                              str(workspace), "fix the rows marked error above and run again").line()
+        click.secho(f"error: {line}", fg="red", err=True)
         sys.exit(1)
 
 

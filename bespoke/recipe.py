@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bespoke import safeio
 from bespoke.errors import RecipeError
-from bespoke.masking import mask_argv
+from bespoke.masking import MASK, is_secret_name, looks_secret, mask_argv
 
 SCRIPT = "sdxl_train_network.py"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -123,21 +123,26 @@ NAME_VALUES = frozenset({"output_name", "log_prefix", "log_tracker_name", "wandb
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._+-]{0,127}$")
 
 
+def _shown(name: str, value: str) -> str:
+    """A value as an error message may quote it: escaped, and *** when it is a credential."""
+    return MASK if is_secret_name(name) or looks_secret(value) else safeio.show(value)
+
+
 def _number(name: str, kind: str, value: str) -> str:
     """`value` checked as the flag's int or float, finite, and in the range the recipe needs."""
     example = "12" if kind == "int" else "0.0001"
     try:
         number = int(value) if kind == "int" else float(value)
     except ValueError:
-        raise RecipeError(f"--set {name}={value}: expected {'an integer' if kind == 'int' else 'a number'}",
+        raise RecipeError(f"--set {name}={_shown(name, value)}: expected {'an integer' if kind == 'int' else 'a number'}",
                           "--set", f"e.g. --set {name}={example}") from None
     if not math.isfinite(number):
-        raise RecipeError(f"--set {name}={value}: not a finite number", "--set", f"e.g. --set {name}={example}")
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not a finite number", "--set", f"e.g. --set {name}={example}")
     low = 1 if name in AT_LEAST_1 else 0
     if number < low:
-        raise RecipeError(f"--set {name}={value}: must be at least {low}", "--set", f"e.g. --set {name}={example}")
+        raise RecipeError(f"--set {name}={_shown(name, value)}: must be at least {low}", "--set", f"e.g. --set {name}={example}")
     if name in FRACTION and number > 1:
-        raise RecipeError(f"--set {name}={value}: must be from 0 to 1", "--set", f"e.g. --set {name}=0.1")
+        raise RecipeError(f"--set {name}={_shown(name, value)}: must be from 0 to 1", "--set", f"e.g. --set {name}=0.1")
     return value
 
 
@@ -167,7 +172,7 @@ def parse_override(text: str) -> tuple[str, object]:
     if kind == "bool":
         low = value.lower()
         if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise RecipeError(f"--set {name}={safeio.show(value)}: {name} is a switch", "--set",
+            raise RecipeError(f"--set {name}={_shown(name, value)}: {name} is a switch", "--set",
                               f"use {name}=true or {name}=false")
         return name, low in ("true", "1", "yes", "on")
     if "nargs" in spec:
@@ -184,9 +189,9 @@ def parse_override(text: str) -> tuple[str, object]:
     if name == "lr_warmup_steps":  # sd-scripts takes steps or a ratio of them, as a string
         value = _number(name, "float", value)
     if "choices" in spec and value not in spec["choices"]:
-        raise RecipeError(f"--set {name}={safeio.show(value)}: not one of {', '.join(spec['choices'])}", "--set")
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not one of {', '.join(spec['choices'])}", "--set")
     if name in NAME_VALUES and (not _PLAIN_NAME.match(value) or ".." in value):
-        raise RecipeError(f"--set {name}={safeio.show(value)}: not a plain file name (sd-scripts makes a path "
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not a plain file name (sd-scripts makes a path "
                           "of it, which must stay in the workspace)", "--set",
                           f"use letters, digits, '.', '_', '+' or '-', no '/' (e.g. --set {name}=my_lora)")
     if name == "resolution":

@@ -147,10 +147,10 @@ def read_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, shown
                                      "this cannot be a sprite or caption (a zip bomb?); rebuild the zip")
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
         raise InputError(f"is a corrupt zip entry ({e})", shown, "rebuild the zip") from None
-    except RuntimeError as e:  # encrypted
-        raise InputError(f"cannot be read ({e})", shown, "zip it again without a password") from None
-    except NotImplementedError as e:  # a compression zipfile lacks
+    except NotImplementedError as e:  # a compression zipfile lacks (a RuntimeError, so first)
         raise InputError(f"uses an unsupported compression ({e})", shown, "zip it again with deflate") from None
+    except RuntimeError:  # encrypted
+        raise InputError("is encrypted", shown, "zip it again without a password") from None
     return bytes(out)
 
 
