@@ -493,7 +493,8 @@ def lay_out(
         "source": ds.source, "repeats": repeats, "concept": concept, "resolution": list(resolution),
         "upscale": upscale, "images": len(files), "files": files,
     }
-    need = sum(len(b) for _, b in blobs) + 64 * 1024 * (len(blobs) + 2)  # data + per-file slack
+    block = 4096  # a file takes whole blocks; the manifest and the folders take a few more
+    need = sum(-(-len(b) // block) * block for _, b in blobs) + block * (len(blobs) // 8 + 8)
     build = ws / f"{BUILD_PREFIX}{os.getpid()}"
     try:
         ws.mkdir(parents=True, exist_ok=True)

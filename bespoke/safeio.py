@@ -225,9 +225,6 @@ def to_rgb(im: Image.Image, shown: str = "image") -> tuple[Image.Image, bool]:
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _wide_grey(im, shown), False
-    if mode in ("LAB", "HSV"):
-        # Pillow has no LAB/HSV -> RGB conversion of its own; its ImageCms does LAB, HSV is a plain formula
-        return _from_lab(im) if mode == "LAB" else _from_hsv(im), False
     has_alpha = mode in _ALPHA or (mode == "P" and "transparency" in im.info) or (
         mode in ("L", "RGB", "1") and "transparency" in im.info)
     try:
@@ -253,35 +250,7 @@ def _wide_grey(im: Image.Image, shown: str) -> Image.Image:
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise InputError(f"has {im.mode} pixels outside 0-65535", shown, "save it as an 8-bit or 16-bit PNG")
     grey = np.clip(np.rint(a.astype(np.float64) * 255.0 / top), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey, "L").convert("RGB")
-
-
-def _from_hsv(im: Image.Image) -> Image.Image:
-    hsv = np.asarray(im).astype(np.float64) / 255.0
-    h, s, v = hsv[..., 0] * 6.0, hsv[..., 1], hsv[..., 2]
-    i = np.floor(h).astype(int) % 6
-    f = h - np.floor(h)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    rgb = np.zeros(hsv.shape)
-    for k, (r, g, b) in enumerate(choices):
-        m = i == k
-        rgb[m] = np.stack([r[m], g[m], b[m]], axis=-1)
-    return Image.fromarray(np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8), "RGB")
-
-
-def _from_lab(im: Image.Image) -> Image.Image:
-    lab = np.asarray(im).astype(np.float64)
-    L, a, b = lab[..., 0] * 100.0 / 255.0, lab[..., 1] - 128.0, lab[..., 2] - 128.0  # Pillow's 8-bit LAB
-    fy = (L + 16) / 116
-    fx, fz = fy + a / 500, fy - b / 200
-    d = 6 / 29
-    finv = lambda t: np.where(t > d, t**3, 3 * d * d * (t - 4 / 29))  # noqa: E731
-    xyz = np.stack([finv(fx) * 0.95047, finv(fy), finv(fz) * 1.08883], axis=-1)
-    m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
-    lin = np.clip(xyz @ m.T, 0, 1)
-    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return Image.fromarray(np.clip(np.rint(srgb * 255), 0, 255).astype(np.uint8), "RGB")
+    return Image.fromarray(grey).convert("RGB")
 
 
 def _flatten(rgba: Image.Image) -> Image.Image:
