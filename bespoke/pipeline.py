@@ -245,7 +245,7 @@ def train(ws: Path, opts: TrainOptions) -> int:
     if local:
         r.set("pretrained_model_name_or_path", str(local))
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **r.env)  # r.env: credentials, kept out of argv
     if local and tokens_ok:
         env["HF_HUB_OFFLINE"] = "1"
     # A wrapper script (the smoke test's tiny model) takes sd-scripts' script as its first argument.

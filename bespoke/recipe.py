@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bespoke import safeio
 from bespoke.errors import RecipeError
-from bespoke.masking import MASK, is_secret_name, looks_secret, mask_argv
+from bespoke.masking import ENV_FOR_FLAG, MASK, is_secret_name, looks_secret, mask_argv
 
 SCRIPT = "sdxl_train_network.py"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -83,6 +83,9 @@ class Recipe:
     added: dict[str, str] = field(default_factory=dict)  # name -> why bespoke added or changed it
     overridden: dict[str, object] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Credentials given as flags (huggingface_token, wandb_api_key), for the child's environment: never in
+    # argv, so never in the echo, the log, run.json, DONE.json or the run's identity.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def get(self, name: str, default=None):
         return self.args.get(name, default)
@@ -241,6 +244,10 @@ def build(
     good, errors = check_overrides(overrides)
     _raise_all(errors)
     for name, value in good:
+        if name in ENV_FOR_FLAG:
+            r.env[ENV_FOR_FLAG[name]] = str(value)
+            r.added[name] = f"passed to sd-scripts as ${ENV_FOR_FLAG[name]}, kept out of the command and files"
+            continue
         r.overridden[name] = value
         r.set(name, value)
     if not xformers_available and r.get("xformers") and "xformers" not in r.overridden:
