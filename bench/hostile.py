@@ -476,6 +476,11 @@ CASES: list[Case] = [
         s, "bespoke_baby_sdxl_e000001_01_20250101000000_1234.png", png_header(20000, 20000)), needles=("bomb",)),
     Case("evaluate with a FIFO among the samples", lambda s: _evaluate(
         s, "bespoke_baby_sdxl_e000001_01_20250101000000_1234.png", None), needles=("FIFO",)),
+    Case("evaluate with the palette from its own report", lambda s: [*_evaluate(s, "x.png", b""), "--palette-from",
+                                                                      str(_mkdir(s.ws / "output" / "report"))],
+         needles=("report", "overlaps")),
+    Case("evaluate with a palette folder that loops", lambda s: [*_evaluate(s, "x.png", b""), "--palette-from",
+                                                                 str(_looping_palette(s))], code=0),
     Case("BESPOKE_ARGS with an unset variable", lambda s: [], module="entrypoint",
          env={"BESPOKE_ARGS": "--expect ${NUM_IMAGES}"}, needles=("$NUM_IMAGES",)),
     Case("BESPOKE_SET with an unbalanced quote", lambda s: [], module="entrypoint",
@@ -500,6 +505,18 @@ def _snapshot(root: Path, skip: list[Path]) -> dict[str, str]:
                 digest = f"{stat.S_IFMT(st.st_mode)}:{os.readlink(p) if stat.S_ISLNK(st.st_mode) else ''}"
             out[os.fsdecode(p)] = digest
     return out
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _looping_palette(s: Sandbox) -> Path:
+    folder = _mkdir(s.root / "in" / "palette")
+    (folder / "p.png").write_bytes(png(sprite(1)))
+    (folder / "again").symlink_to(".")
+    return folder
 
 
 def _secrets_in_files(root: Path) -> list[str]:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bespoke import pixelart
+from bespoke import pixelart, safeio
 from bespoke.errors import BespokeError
 from bespoke.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
@@ -109,7 +109,7 @@ def find_samples(sample_dir: Path, name: str) -> list[Sample]:
 def default_palette_dir(workspace: Path) -> Path | None:
     """$WS/training_data when it holds images (prepare writes them there), else no palette check."""
     folder = Path(workspace) / "training_data"
-    if folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+    if folder.is_dir() and safeio.image_files(folder, IMAGE_SUFFIXES):
         return folder
     return None
 
@@ -124,8 +124,9 @@ def palette_for(folder: Path | None, grid: int) -> pixelart.Palette | None:
     folder = Path(folder)
     if not folder.is_dir():
         raise BespokeError("palette folder not found", str(folder), "pass the training images' folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    key = (str(folder.resolve()), grid, tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+    files = safeio.image_files(folder, IMAGE_SUFFIXES)
+    stats = ((str(p), st.st_mtime_ns, st.st_size) for p, st in ((p, os.lstat(p)) for p in files))
+    key = (str(folder.resolve()), grid, tuple(stats))
     if key not in _palettes:
         _palettes.clear()
         _palettes[key] = pixelart.load_palette(folder, grid)
@@ -254,9 +255,12 @@ def evaluate(workspace: Path, grid: int = pixelart.GRID, palette_dir: Path | Non
             f"no samples named {name}_e<epoch>_... to evaluate", str(output / "sample"),
             "train with sample prompts (bespoke run does), or check --workspace",
         )
+    report_dir = output / "report"
+    if palette_dir is not None and _overlap(Path(palette_dir), report_dir):
+        raise BespokeError("the palette folder overlaps the report folder, which evaluate rewrites",
+                           safeio.show(palette_dir), "pass --palette-from the training images' folder")
     palette_dir = palette_dir or default_palette_dir(workspace)
     palette = palette_for(palette_dir, grid)
-    report_dir = output / "report"
     score_samples(samples, palette, grid, report_dir / "sprites")
     loss = read_loss(output / "logs" / "loss.jsonl")
     epochs = summarise(samples, output, name, max(s.epoch for s in samples), loss, palette is not None)
@@ -282,6 +286,12 @@ def evaluate(workspace: Path, grid: int = pixelart.GRID, palette_dir: Path | Non
     atomic_write_text(report_dir / "report.html", report.html(result, sheet, loss))
     atomic_write_json(report_dir / "report.json", result)
     return result
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    """One folder is, holds or is inside the other (after resolving links)."""
+    a, b = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    return a == b or a in b.parents or b in a.parents
 
 
 def thresholds() -> dict:
