@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from bespoke import __version__
-from bespoke.errors import BespokeError
+from bespoke.errors import BespokeError, from_os_error
 
 DEFAULT_WORKSPACE = "/workspace"
 
@@ -61,7 +61,11 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except BespokeError as e:
+    except (BespokeError, OSError) as e:
+        if isinstance(e, OSError):  # a full disk, an unwritable folder: one line; anything else is a bug
+            if (worded := from_os_error(e)) is None:
+                raise
+            e = worded
         if os.environ.get("BESPOKE_DEBUG") == "1":
             traceback.print_exc()
         for problem in getattr(e, "problems", ()):

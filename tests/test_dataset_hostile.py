@@ -269,3 +269,29 @@ def test_a_kill_between_the_swaps_puts_the_previous_layout_back(tmp_path):
     os.replace(ws / "training_data", ws / f".training_data.old-{dead.pid}")
     dataset.remove_dead_builds(ws)
     assert json.loads((ws / "training_data" / "10_x" / "manifest.json").read_text()) == manifest
+
+
+@needs_tmpfs
+@pytest.mark.parametrize("mount_opts,needle", [("size=8k", "the disk is full"), ("size=1m,ro", "read-only")])
+def test_any_command_on_a_full_or_read_only_disk_ends_in_one_line(tmp_path, mount_opts, needle):
+    out = tmp_path / "mnt"
+    out.mkdir()
+    script = (f"mount -t tmpfs -o {mount_opts} tmpfs {out} && "
+              f"exec {sys.executable} -m bespoke demo-data --out {out}/demo --count 40")
+    r = subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    [line] = [x for x in r.stderr.splitlines() if x.startswith("error: ")]
+    assert needle in line and "fix: " in line and str(out) in line
+
+
+def test_an_os_error_that_is_a_bug_is_not_worded_away():
+    from bespoke.errors import from_os_error
+
+    assert from_os_error(OSError(22, "Invalid argument")) is None
+    with pytest.raises(OSError) as e, open("/dev/full", "wb") as f:  # the kernel's own ENOSPC
+        f.write(b"x")
+        f.flush()
+    worded = from_os_error(e.value)
+    assert worded is not None and "disk is full" in worded.line() and "/dev/full" in worded.line()
