@@ -185,15 +185,15 @@ def open_image(data: bytes, shown: str, max_pixels: int = MAX_PIXELS, expect: tu
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
-        raise InputError(f"declares more than {max_pixels} pixels (a decompression bomb?)", shown,
-                         "replace it with the real image") from None
+        raise InputError(f"declares more pixels than the {_pixels(max_pixels)} bespoke reads (a decompression "
+                         "bomb?)", shown, "replace it with the real image") from None
     except Exception as e:  # noqa: BLE001  (any decoder error on hostile bytes is the same answer)
         what = "is not an image" if type(e).__name__ == "UnidentifiedImageError" else "is an unreadable image"
         raise InputError(what, shown, "replace it with a valid PNG") from None
     with im:
         w, h = im.size
         if w <= 0 or h <= 0 or w * h > max_pixels:
-            raise InputError(f"declares {w}x{h} pixels, more than the {max_pixels} bespoke reads "
+            raise InputError(f"declares {w}x{h} pixels, more than the {_pixels(max_pixels)} bespoke reads "
                              "(a decompression bomb?)", shown, "replace it with the real image")
         if expect is not None and (w, h) != tuple(expect):
             raise SizeMismatch((w, h))
@@ -204,6 +204,11 @@ def open_image(data: bytes, shown: str, max_pixels: int = MAX_PIXELS, expect: tu
             raise
         except Exception:  # noqa: BLE001
             raise InputError("is a truncated or corrupt image", shown, "replace it with a valid PNG") from None
+
+
+def _pixels(n: int) -> str:
+    side = int(n**0.5)
+    return f"{side}x{side}" if side * side == n else f"{n} pixels"
 
 
 class SizeMismatch(Exception):
