@@ -1,18 +1,24 @@
-"""The `bespoke` command line. It parses options and calls the stage modules; it does no work itself."""
+"""The `bespoke` command line. It parses options and calls the stage modules; it does no work itself.
+
+It is also the one place that prints: the stages say what they do through the `bespoke` logger, and
+`show_log` turns that into lines on stdout (warnings yellow, alarms red); errors are worded by
+errors.print_error. No other module imports click.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import click
 
-from bespoke import __version__
-from bespoke.errors import BespokeError, from_os_error
+from bespoke import __version__, switches
+from bespoke.errors import BespokeError, print_error, user_error
+from bespoke.workspace import DEFAULT_ROOT, Workspace
 
-DEFAULT_WORKSPACE = "/workspace"
+DEFAULT_WORKSPACE = DEFAULT_ROOT
 
 
 def workspace_option(f):
@@ -49,6 +55,39 @@ def set_option(f):
     )(f)
 
 
+class _Echo(logging.Handler):
+    """The `bespoke` logger's records as lines on stdout: info plain, warnings after a yellow
+    `warning: `, errors (the photo alarm) red and bold."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            click.secho(msg, fg="red", bold=True)
+        elif record.levelno >= logging.WARNING:
+            click.echo(click.style("warning: ", fg="yellow") + msg)
+        else:
+            click.echo(msg)
+
+
+def show_log() -> None:
+    """Print what the stages say (idempotent)."""
+    logger = logging.getLogger("bespoke")
+    if not any(isinstance(h, _Echo) for h in logger.handlers):
+        logger.addHandler(_Echo())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+_COLORS = {"error": "red", "warn": "yellow", "ok": "green", "info": None}
+
+
+def print_findings(findings) -> None:
+    from bespoke.preflight import table
+
+    for line in table(findings, tag=lambda severity, text: click.style(text, fg=_COLORS[severity])):
+        click.echo(line)
+
+
 def main() -> None:
     """Entry point: run the click group and word every user-fixable error as one line."""
     try:
@@ -62,16 +101,10 @@ def main() -> None:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except (BespokeError, OSError) as e:
-        if isinstance(e, OSError):  # a full disk, an unwritable folder: one line; anything else is a bug
-            if (worded := from_os_error(e)) is None:
-                raise
-            e = worded
-        if os.environ.get("BESPOKE_DEBUG") == "1":
-            traceback.print_exc()
-        for problem in getattr(e, "problems", ()):
-            click.echo(f"  {problem}", err=True)
-        click.secho(f"error: {e.line()}", fg="red", err=True)
-        sys.exit(getattr(e, "exit_code", 1))
+        worded = user_error(e)  # a full disk or an unwritable folder is one line too; any other OSError is a bug
+        if worded is None:
+            raise
+        sys.exit(print_error(worded, debug=switches.debug()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,6 +116,7 @@ def cli():
     Example:
       bespoke run --workspace /workspace
     """
+    show_log()
 
 
 # --- core: check, prepare, train, run, demo-data, smoke-test -------------------------------------
@@ -149,7 +183,7 @@ def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, 
     from bespoke.kohya import Machines
     from bespoke.pipeline import TrainOptions
 
-    env_sets = os.environ.get("BESPOKE_SET", "").split()
+    env_sets = switches.split_sets(os.environ.get("BESPOKE_SET", ""))
     return TrainOptions(overrides=(*env_sets, *overrides), dry_run=dry_run, force=force, profile=profile,
                         machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port))
 
@@ -170,14 +204,13 @@ def check(workspace, data, overrides, profile):
     from bespoke.errors import PreflightError
     from bespoke.preflight import ERROR, has_errors
 
-    findings = pipeline.check(workspace, data, overrides, profile=profile)
-    pipeline.print_findings(findings)
+    findings = pipeline.check(Workspace(workspace), data, overrides, profile=profile)
+    print_findings(findings)
     if has_errors(findings):
         failed = sorted({f.check for f in findings if f.severity == ERROR})
-        line = PreflightError(f"{sum(f.severity == ERROR for f in findings)} error(s) in {', '.join(failed)}",
-                              str(workspace), "fix the rows marked error above and run again").line()
-        click.secho(f"error: {line}", fg="red", err=True)
-        sys.exit(1)
+        sys.exit(print_error(PreflightError(f"{sum(f.severity == ERROR for f in findings)} error(s) in "
+                                            f"{', '.join(failed)}", str(workspace),
+                                            "fix the rows marked error above and run again"), debug=False))
 
 
 @cli.command()
@@ -193,7 +226,7 @@ def prepare(workspace, data, **kw):
     """
     from bespoke import pipeline
 
-    pipeline.prepare(workspace, data, _prepare_opts((), **kw))
+    pipeline.prepare(Workspace(workspace), data, _prepare_opts((), **kw))
 
 
 @cli.command()
@@ -208,7 +241,7 @@ def train(workspace, **kw):
     """
     from bespoke import pipeline
 
-    sys.exit(pipeline.train(workspace, _train_opts(**kw)))
+    sys.exit(pipeline.train(Workspace(workspace), _train_opts(**kw)))
 
 
 @cli.command()
@@ -228,7 +261,7 @@ def run(workspace, data, repeats, concept, expect, size, upscale, resolution, ca
     topts = _train_opts(**kw)
     popts = _prepare_opts(topts.overrides, repeats, concept, expect, size, upscale, resolution, caption_prefix,
                           triggers)
-    sys.exit(pipeline.run(workspace, data, popts, topts))
+    sys.exit(pipeline.run(Workspace(workspace), data, popts, topts, show_findings=print_findings))
 
 
 @cli.command("demo-data")
@@ -294,7 +327,7 @@ def score(images, grid, palette_from, margin, as_json):
     """
     import json
 
-    from bespoke import pixelart
+    from bespoke.eval import pixelart
     from bespoke.safeio import show
 
     palette = pixelart.load_palette(palette_from, grid) if palette_from else None
@@ -328,7 +361,7 @@ def pixelate(images, out, grid, palette_from, margin, scale):
     """
     import io
 
-    from bespoke import pixelart
+    from bespoke.eval import pixelart
     from bespoke.fsutil import atomic_write_bytes, output_paths
     from bespoke.safeio import show
 
@@ -355,8 +388,8 @@ def evaluate(workspace, grid, palette_from):
     Example:
       bespoke evaluate --workspace /workspace
     """
-    from bespoke import evaluate as evaluation
+    from bespoke.eval import evaluate as evaluation
 
-    result = evaluation.evaluate(workspace, grid, palette_from)
+    result = evaluation.evaluate(Workspace(workspace), grid, palette_from)
     for line in evaluation.summary_lines(result):
         click.echo(line)

@@ -25,6 +25,7 @@ from PIL import Image
 from bespoke import __version__, safeio, tokens
 from bespoke.errors import DataError
 from bespoke.fsutil import atomic_write_bytes, atomic_write_json
+from bespoke.workspace import Workspace
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 CAPTION_EXT = ".txt"
@@ -72,47 +73,47 @@ class Dataset:
 
 # --- finding the input ---------------------------------------------------------------------------
 
-def find_input(workspace: Path, data: Path | None) -> Path:
+def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
     """The user's data: --data, else $WS/dataset/, a single *.zip in $WS, $WS/runpod_package/training_data/."""
-    ws = Path(workspace)
+    ws = Workspace.of(workspace)
     _refuse_foreign_training_data(ws)
     if data is not None:
         _refuse_overlap(ws, Path(data))
         return Path(data)
-    candidates = [ws / "dataset"]
-    zips = sorted(ws.glob("*.zip"))
+    candidates = [ws.dataset]
+    zips = ws.zips()
     if len(zips) > 1:
         raise DataError(
             f"found {len(zips)} zip files and no --data",
             ", ".join(str(z) for z in zips),
             "pass --data with the one to train on, or leave a single zip in the workspace",
         )
-    candidates += zips + [ws / "runpod_package" / "training_data"]
+    candidates += zips + [ws.runpod_data]
     for c in candidates:
         if c.exists():
             return c
     raise DataError(
         "no training data found",
-        f"looked in {ws / 'dataset'}, {ws}/*.zip, {ws / 'runpod_package' / 'training_data'}",
-        f"put your images and captions in {ws / 'dataset'}/ (or a zip in {ws}), or pass --data PATH",
+        f"looked in {ws.dataset}, {ws.root}/*.zip, {ws.runpod_data}",
+        f"put your images and captions in {ws.dataset}/ (or a zip in {ws.root}), or pass --data PATH",
     )
 
 
-def _refuse_overlap(ws: Path, data: Path) -> None:
+def _refuse_overlap(ws: Workspace, data: Path) -> None:
     """The data must not hold, or be inside, a folder bespoke replaces: it would write over its own input."""
-    real = _real(data) or data.absolute()
-    for owned in (ws / "training_data", ws / "output"):
-        o = _real(owned) or owned.absolute()
-        if _inside(real, o) or _inside(o, real):
+    shown = data
+    data = Path(data).absolute()  # contains() takes a relative path from its own root
+    for owned in (ws.training_data.absolute(), ws.output.absolute()):
+        inside, holds = Workspace(owned).contains(data), Workspace(data).contains(owned)
+        if inside or holds:
             raise DataError(
-                f"the data folder {'is inside' if _inside(real, o) else 'holds'} {owned.name}/, which bespoke "
-                "rebuilds", safeio.show(data),
-                f"keep your images and captions in their own folder, e.g. {safeio.show(ws / 'dataset')}/")
+                f"the data folder {'is inside' if inside else 'holds'} {owned.name}/, which bespoke rebuilds",
+                safeio.show(shown), f"keep your images and captions in their own folder, e.g. {safeio.show(ws.dataset)}/")
 
 
-def _refuse_foreign_training_data(ws: Path) -> None:
+def _refuse_foreign_training_data(ws: Workspace) -> None:
     """$WS/training_data is bespoke's output; files there that bespoke did not write are the user's."""
-    td = ws / "training_data"
+    td = ws.training_data
     if not td.is_dir():
         return
     entries = [e for e in td.iterdir() if not e.name.startswith(".")]
@@ -122,7 +123,7 @@ def _refuse_foreign_training_data(ws: Path) -> None:
         "files that bespoke did not write are in the folder it builds",
         str(td),
         f"bespoke lays out {td} itself (the 'No data found' trap); move your images and captions "
-        f"to {ws / 'dataset'}/ and run again",
+        f"to {ws.dataset}/ and run again",
     )
 
 
@@ -448,7 +449,7 @@ def check_options(repeats, concept, resolution, size: int = 24) -> None:
 
 def lay_out(
     ds: Dataset,
-    workspace: Path,
+    workspace: Workspace | Path,
     repeats: int = 10,
     concept: str = "bespoke_baby",
     resolution: tuple[int, int] = (1024, 1024),
@@ -460,10 +461,13 @@ def lay_out(
     (a full disk, a kill -9); side folders that dead processes left are removed first.
     """
     check_options(repeats, concept, resolution)
-    ws = Path(workspace)
-    target = ws / "training_data"
+    ws = Workspace.of(workspace)
+    target = ws.training_data
     key = layout_key(ds, repeats, concept, resolution, upscale)
-    folder = target / f"{repeats}_{concept}"
+    folder = ws.concept_folder(repeats, concept)
+    if folder.parent != target or not ws.contains(folder.absolute()):  # check_options makes this so; never write outside
+        raise DataError(f"the layout folder {safeio.show(folder)} is not inside {safeio.show(target)}",
+                        "bespoke prepare", "use a plain --concept and a number for --repeats")
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         try:
@@ -495,10 +499,10 @@ def lay_out(
     }
     block = 4096  # a file takes whole blocks; the manifest and the folders take a few more
     need = sum(-(-len(b) // block) * block for _, b in blobs) + block * (len(blobs) // 8 + 8)
-    build = ws / f"{BUILD_PREFIX}{os.getpid()}"
+    build = ws.build_dir(os.getpid())
     try:
-        ws.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(ws).free
+        ws.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(ws.root).free
         if free < need:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         shutil.rmtree(build, ignore_errors=True)
@@ -511,10 +515,10 @@ def lay_out(
     except OSError as e:
         shutil.rmtree(build, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = shutil.disk_usage(ws).free if ws.is_dir() else 0
+            free = shutil.disk_usage(ws.root).free if ws.root.is_dir() else 0
             raise DataError(
                 f"not enough disk to lay out the data: needs {_mb(need)}, {_mb(free)} free",
-                safeio.show(ws), "free some space on the volume (or use a larger one) and run again; "
+                safeio.show(ws.root), "free some space on the volume (or use a larger one) and run again; "
                 "the previous layout is unchanged") from None
         what, fix = safeio._os_problem(e)
         raise DataError(f"could not write the layout: {safeio.show(e.filename or build)} {what}",
@@ -522,12 +526,8 @@ def lay_out(
     return Layout(target / folder.name, True, len(ds.items))
 
 
-BUILD_PREFIX = ".training_data.build-"
-OLD_PREFIX = ".training_data.old-"
-
-
-def _swap(build: Path, target: Path, ws: Path) -> None:
-    old = ws / f"{OLD_PREFIX}{os.getpid()}"
+def _swap(build: Path, target: Path, ws: Workspace) -> None:
+    old = ws.old_dir(os.getpid())
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
@@ -550,18 +550,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_dead_builds(ws: Path) -> list[Path]:
+def remove_dead_builds(workspace: Workspace | Path) -> list[Path]:
     """Remove the side folders that a killed (or full-disk) prepare left; a live process's are kept.
 
-    An `.old-PID` folder is a previous layout mid-swap: it is put back when the layout is missing."""
+    An old-layout folder is a previous layout mid-swap: it is put back when the layout is missing."""
+    ws = Workspace.of(workspace)
     removed = []
-    for prefix in (BUILD_PREFIX, OLD_PREFIX):
-        for p in sorted(Path(ws).glob(f"{prefix}*")):
+    for side in (ws.build_dir, ws.old_dir):
+        prefix = side(0).name[:-1]  # the folder's name for pid 0, less the 0
+        for p in sorted(ws.root.glob(f"{prefix}*")):
             pid = p.name[len(prefix):]
             if not pid.isdigit() or (_alive(int(pid)) and int(pid) != os.getpid()):
                 continue
-            if prefix == OLD_PREFIX and not (Path(ws) / "training_data").exists():
-                os.replace(p, Path(ws) / "training_data")
+            if side == ws.old_dir and not ws.training_data.exists():
+                os.replace(p, ws.training_data)
                 continue
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
@@ -572,8 +574,8 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def read_manifest(workspace: Path) -> dict | None:
-    for m in sorted((Path(workspace) / "training_data").glob(f"*/{MANIFEST}")):
+def read_manifest(workspace: Workspace | Path) -> dict | None:
+    for m in sorted(Workspace.of(workspace).training_data.glob(f"*/{MANIFEST}")):
         return json.loads(m.read_text())
     return None
 

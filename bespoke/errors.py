@@ -1,4 +1,4 @@
-"""Typed errors the user can fix. The CLI words them in one place (cli.main)."""
+"""Typed errors the user can fix, and the one place they are worded (print_error: the CLI and the entrypoint)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,15 @@ def from_os_error(e: OSError) -> DiskError | None:
     return None
 
 
+def user_error(e: BaseException) -> BespokeError | None:
+    """`e` as an error the user can fix (itself, or an OSError worded by from_os_error), or None for a bug."""
+    if isinstance(e, BespokeError):
+        return e
+    if isinstance(e, OSError) and (worded := from_os_error(e)) is not None:
+        return worded.with_traceback(e.__traceback__)
+    return None
+
+
 def _free(path: str | None) -> int | None:
     while path:
         try:
@@ -78,3 +87,25 @@ def _free(path: str | None) -> int | None:
             parent = os.path.dirname(path)
             path = None if parent == path else parent
     return None
+
+
+class SettingError(BespokeError):
+    """An environment variable has a value bespoke cannot use."""
+
+
+def print_error(e: BespokeError, debug: bool, file=None) -> int:
+    """Word a user-fixable error: each problem on its own line, then one `error: what (where); fix: ...`
+    line; the traceback first only with `debug` (switches.debug: BESPOKE_DEBUG). The one printer of the
+    CLI and the entrypoint. Returns the exit code."""
+    import sys
+    import traceback
+
+    file = file or sys.stderr
+    if debug:
+        traceback.print_exception(type(e), e, e.__traceback__, file=file)
+    for problem in getattr(e, "problems", ()):
+        print(f"  {problem}", file=file, flush=True)
+    line = f"error: {e.line()}"
+    tty = getattr(file, "isatty", lambda: False)()
+    print(f"\033[31m{line}\033[0m" if tty else line, file=file, flush=True)  # red on a terminal
+    return getattr(e, "exit_code", 1)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import runpy
 import select
 import signal
 import sys
@@ -23,7 +22,8 @@ from bespoke.preflight import ERROR, OK, WARN, Finding
 from bespoke.progress import Follower
 
 ENV_DIR = "SD_SCRIPTS_DIR"
-DEFAULT_DIR = "/opt/sd-scripts"
+DEFAULT_DIR = "/opt/sd-scripts"  # where the image keeps it
+SCRIPT = "sdxl_train_network.py"
 COMMIT_FILE = ".bespoke-commit"
 UPSTREAM = "https://github.com/kohya-ss/sd-scripts"
 
@@ -39,22 +39,30 @@ class SdScripts:
 
     @property
     def script(self) -> Path:
-        return self.path / "sdxl_train_network.py"
+        return self.path / SCRIPT
 
 
 def locate(environ: dict | None = None) -> SdScripts:
-    environ = os.environ if environ is None else environ
-    path = Path(environ.get(ENV_DIR) or DEFAULT_DIR).absolute()  # the child runs with sd-scripts as its cwd
-    if not (path / "sdxl_train_network.py").is_file():
+    path = default_dir(environ).absolute()  # the child runs with sd-scripts as its cwd
+    if not (path / SCRIPT).is_file():
         raise BespokeError(
             "kohya sd-scripts not found", str(path),
             f"run `make sd-scripts` (clones {UPSTREAM} at the pinned commit) and set {ENV_DIR}, "
             f"or use the bespoke image, which has it in {DEFAULT_DIR}",
         )
-    return SdScripts(path, _commit_of(path))
+    return SdScripts(path, commit_of(path))
 
 
-def _commit_of(path: Path) -> str | None:
+def default_dir(environ: dict | None = None) -> Path:
+    """SD_SCRIPTS_DIR, else where the image keeps sd-scripts."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(ENV_DIR) or DEFAULT_DIR)
+
+
+def commit_of(path: Path) -> str | None:
+    """The commit of an sd-scripts folder: git's HEAD in a checkout, else the .bespoke-commit that
+    `make sd-scripts` and the image write beside it."""
+    path = Path(path)
     if (path / ".git").exists():
         r = proc.run(["git", "-C", str(path), "rev-parse", "HEAD"])
         if r.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", r.stdout.strip()):
@@ -63,31 +71,49 @@ def _commit_of(path: Path) -> str | None:
     return f.read_text().strip() if f.is_file() else None
 
 
+@dataclass(frozen=True)
+class Pin:
+    """Whether an sd-scripts folder is the one bespoke is pinned to: the one pin check (check, the
+    entrypoint's survey, the image's verify and the launchers' patch helper all ask this)."""
+
+    path: Path
+    present: bool
+    commit: str | None
+    pin: str
+
+    @property
+    def ok(self) -> bool:
+        return self.present and self.commit == self.pin
+
+    def problem(self) -> str | None:
+        if not self.present:
+            return f"sd-scripts is not in {self.path} (no {SCRIPT})"
+        if self.commit is None:
+            return f"{self.path}: commit unknown (no git checkout, no {COMMIT_FILE})"
+        if self.commit != self.pin:
+            return f"{self.path} is at {self.commit}, bespoke pins {self.pin}"
+        return None
+
+
+def pin_check(path: Path, pin: str | None = None) -> Pin:
+    path = Path(path)
+    present = (path / SCRIPT).is_file()
+    return Pin(path, present, commit_of(path) if present else None, pin or pinned_commit())
+
+
 def check(environ: dict | None = None) -> list[Finding]:
     try:
         sd = locate(environ)
     except BespokeError as e:
         return [Finding(ERROR, "sd-scripts", f"{e.what} ({e.where})", e.fix or "")]
-    pin = pinned_commit()
-    if sd.commit is None:
-        return [Finding(WARN, "sd-scripts", f"{sd.path}: commit unknown (no git checkout, no {COMMIT_FILE})",
+    pin = pin_check(sd.path)
+    if pin.commit is None:
+        return [Finding(WARN, "sd-scripts", pin.problem(),
                         f"write the commit into {sd.path / COMMIT_FILE}, or `make sd-scripts`")]
-    if sd.commit != pin:
-        return [Finding(WARN, "sd-scripts", f"{sd.path} is at {sd.commit[:12]}, bespoke pins {pin[:12]}",
-                        f"git -C {sd.path} checkout {pin}")]
-    return [Finding(OK, "sd-scripts", f"{sd.path} at the pinned commit {pin[:12]}")]
-
-
-def run_patched(patch) -> None:
-    """The main of a launcher script (tinysdxl.py, fastsdxl.py) that accelerate runs in place of sd-scripts'
-    script: argv[1] is sd-scripts' training script; patch(its folder) rebinds what it must from outside,
-    then the unmodified script runs as __main__."""
-    here = str(Path(sys.argv[0]).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(here)]  # bespoke/*.py are not top-level
-    script = Path(sys.argv[1]).resolve()
-    sys.argv = [str(script), *sys.argv[2:]]
-    patch(script.parent)
-    runpy.run_path(str(script), run_name="__main__")
+    if not pin.ok:
+        return [Finding(WARN, "sd-scripts", f"{sd.path} is at {pin.commit[:12]}, bespoke pins {pin.pin[:12]}",
+                        f"git -C {sd.path} checkout {pin.pin}")]
+    return [Finding(OK, "sd-scripts", f"{sd.path} at the pinned commit {pin.pin[:12]}")]
 
 
 # --- the launch command --------------------------------------------------------------------------

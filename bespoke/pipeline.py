@@ -1,29 +1,44 @@
-"""The stages in order: check -> prepare -> train -> evaluate. Each is a function the CLI calls."""
+"""The stages in order: check -> prepare -> train -> evaluate. Each is a function the CLI calls.
+
+Training is two steps: `plan(ws, opts, probed)` decides everything and returns a frozen `Launch` (it
+writes nothing and starts no process), and `execute(launch)` carries it out and returns an `Outcome`.
+`--dry-run` shows a Launch and stops. The stages say what they do through the `bespoke` logger (the CLI
+prints it; a library user can route it anywhere); they return values and raise typed errors.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import click
-
-from bespoke import dataset, evaluate, kohya, model, preflight, profiles, progress, recipe, runs, tokens
+from bespoke import (
+    dataset,
+    kohya,
+    masking,
+    model,
+    preflight,
+    profiles,
+    progress,
+    recipe,
+    runs,
+    switches,
+    tokens,
+)
 from bespoke.errors import BespokeError, DataError, PreflightError, TrainingError
+from bespoke.eval import evaluate, pixelart
 from bespoke.fsutil import atomic_write_text
 from bespoke.preflight import ERROR, INFO, OK, WARN, Finding
+from bespoke.workspace import CACHE_VARS, Workspace
 
-_COLORS = {ERROR: "red", WARN: "yellow", OK: "green", INFO: None}
-
-
-def echo(msg: str = "", **kw) -> None:
-    click.echo(msg, **kw)
+log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PrepareOptions:
     repeats: int = 10
     concept: str = "bespoke_baby"
@@ -38,43 +53,44 @@ class PrepareOptions:
         return dataset.Rules(self.size, self.caption_prefix, self.triggers, self.expect)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOptions:
+    """What the user asks of `train` (and `run`)."""
+
     overrides: tuple[str, ...] = ()
     dry_run: bool = False
     force: bool = False
-    cpu: bool = False  # the smoke run: train on CPU through accelerate's CPU mode
-    script: Path | None = None  # accelerate's training script; default sd-scripts' sdxl_train_network.py
     machines: kohya.Machines = field(default_factory=kohya.Machines)
-    grace: float = 60.0
-    spawn: object = None  # the process seam, replaced by tests
-    on_line: object = None
-    sample_size: tuple[int, int] | None = None  # the smoke run samples small
     profile: str | None = None  # bespoke.profiles: exact or fast; None: the default for the GPUs
-    probed: dict | None = None  # bespoke.gpuprobe's answer, when the caller has one already
 
 
-def print_findings(findings: list[Finding]) -> None:
-    width = max((len(f.check) for f in findings), default=5)
-    echo(f"{'':7} {'check':{width}}  finding / fix")
-    for f in findings:
-        tag = click.style(f"{f.severity:7}", fg=_COLORS[f.severity])
-        echo(f"{tag} {f.check:{width}}  {f.message}")
-        if f.fix and f.severity in (ERROR, WARN):
-            echo(f"{'':7} {'':{width}}  -> {f.fix}")
+@dataclass(frozen=True)
+class Rig:
+    """Training without a GPU, as the smoke test does: accelerate's CPU mode, an optional launcher script
+    in place of sd-scripts' own (it takes sd-scripts' script as its first argument), small samples."""
+
+    script: Path | None = None
+    sample_size: tuple[int, int] | None = None
+
+
+def passed_over(what: str, e: Exception) -> None:
+    """A failure bespoke goes on without (it has a fallback): silent, except under BESPOKE_DEBUG=1."""
+    if switches.debug():
+        log.warning(f"{what}: {e}")
 
 
 # --- check ---------------------------------------------------------------------------------------
 
-def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None = None,
+def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOptions | None = None,
           free=None, probed: dict | None = None, profile: str | None = None) -> list[Finding]:
     """Every preflight finding; the data is read and checked but nothing is written."""
+    ws = Workspace.of(ws)
     opts = opts or PrepareOptions()
     findings = preflight.check_workspace(ws)
-    findings += preflight.apply_cache_env(ws) if ws.is_dir() else []
+    findings += preflight.apply_cache_env(ws) if ws.root.is_dir() else []
     probed = preflight.probe() if probed is None else probed
     if "error" in probed:
-        findings.append(Finding(WARN, "gpu", probed["error"], "run `python -m bespoke.gpuprobe` to see why"))
+        findings.append(Finding(WARN, "gpu", probed["error"], "run `python -m bespoke.launch.gpuprobe` to see why"))
     found = preflight.gpus(probed)
     findings += preflight.check_gpus(found, probed.get("arch_list", []))
     findings += kohya.check()
@@ -103,8 +119,8 @@ def check(ws: Path, data: Path | None, overrides=(), opts: PrepareOptions | None
     except DataError as e:
         findings.append(Finding(ERROR, "data", f"{e.what} ({e.where})", e.fix or ""))
         findings += [Finding(ERROR, "data", p) for p in e.problems[:10]]
-    if ws.is_dir():
-        hub = Path(os.environ.get("HF_HUB_CACHE", ws / ".cache/huggingface/hub"))
+    if ws.root.is_dir():
+        hub = ws.hub_cache
         terms = preflight.disk_terms(
             ws=ws, hub_cache=hub, images=n_images, resolution=recipe.resolution(r),
             epochs=int(r.get("max_train_epochs")), save_every=int(r.get("save_every_n_epochs", 1)),
@@ -128,32 +144,32 @@ def _flat(value) -> str:
 
 # --- prepare -------------------------------------------------------------------------------------
 
-def prepare(ws: Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
-    ws = Path(ws)
+def prepare(ws: Workspace | Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
+    ws = Workspace.of(ws)
     dataset.check_options(opts.repeats, opts.concept, opts.resolution, opts.size)
-    ws.mkdir(parents=True, exist_ok=True)
+    ws.root.mkdir(parents=True, exist_ok=True)
     src = dataset.find_input(ws, data)
-    echo(f"data: {src}")
+    log.info(f"data: {src}")
     ds = dataset.load(src, opts.rules(), tok_dir=tokens.default_dir(ws))
     for w in ds.warnings:
-        echo(click.style("warning: ", fg="yellow") + w)
+        log.warning(w)
     if opts.upscale == "none":
-        echo(click.style("warning: ", fg="yellow") + "--upscale none: kohya will enlarge the images with Lanczos, "
-             "blurring every edge (and tell the model they are 24x24)")
+        log.warning("--upscale none: kohya will enlarge the images with Lanczos, blurring every edge (and tell "
+                    "the model they are 24x24)")
     if ds.layout_hint and not ds.layout_hint.endswith(f"{opts.repeats}_{opts.concept}"):
-        echo(f"note: input folder {ds.layout_hint} is laid out already; using --repeats {opts.repeats} "
-             f"--concept {opts.concept}")
+        log.info(f"note: input folder {ds.layout_hint} is laid out already; using --repeats {opts.repeats} "
+                 f"--concept {opts.concept}")
     lay = dataset.lay_out(ds, ws, opts.repeats, opts.concept, opts.resolution, opts.upscale)
-    preview = dataset.write_preview(ds, ws / "output" / "dataset-preview.png")
+    preview = dataset.write_preview(ds, ws.preview)
     state = "written" if lay.rebuilt else "up to date, nothing to do"
-    echo(f"layout: {lay.folder} ({len(ds.items)} images, {state}); preview: {preview}")
+    log.info(f"layout: {lay.folder} ({len(ds.items)} images, {state}); preview: {preview}")
     return ds, lay
 
 
-# --- train ---------------------------------------------------------------------------------------
+# --- train: plan ---------------------------------------------------------------------------------
 
 def _compiles(profile: profiles.Profile) -> bool:
-    return profile.compiles and os.environ.get("BESPOKE_COMPILE") != "off"
+    return profile.compiles and switches.compile_mode() != "off"
 
 
 def _compiler_problem(profile: profiles.Profile) -> str | None:
@@ -163,7 +179,7 @@ def _compiler_problem(profile: profiles.Profile) -> str | None:
 
 def _cpp_launcher_problem(profile: profiles.Profile) -> str | None:
     """What fast's C++ kernel launcher lacks here (it then launches from Python), unless it is off."""
-    if not _compiles(profile) or os.environ.get("BESPOKE_CPP_WRAPPER") == "0":
+    if not _compiles(profile) or not switches.switch("BESPOKE_CPP_WRAPPER"):
         return None
     return preflight.cpp_launcher_problem()
 
@@ -177,11 +193,6 @@ def _profile(asked: str | None, found: list | None) -> tuple[profiles.Profile, s
     return profiles.get(name), f"default here: {why}"
 
 
-def _probe_cache(ws: Path) -> Path:
-    """Where the GPU probe's answer is kept between runs (preflight.probe: keyed by the GPUs and libraries)."""
-    return Path(ws) / ".cache" / "bespoke"
-
-
 def _gpu_count(probed: dict) -> int:
     if probed.get("torch") is None:
         raise TrainingError("torch is not installed", sys.executable,
@@ -192,127 +203,221 @@ def _gpu_count(probed: dict) -> int:
     return probed["device_count"]
 
 
-def train(ws: Path, opts: TrainOptions) -> int:
-    """Launch sd-scripts with the recipe and follow it; resume, no-op when done. Returns the exit code."""
-    ws = Path(ws)
-    t0 = time.time()
-    preflight.apply_cache_env(ws)
+MODEL_FLAG = "pretrained_model_name_or_path"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything one training run will do, decided: what `--dry-run` shows and `execute` carries out."""
+
+    ws: Workspace
+    profile: profiles.Profile
+    profile_why: str | None  # None: asked for by name
+    warnings: tuple[str, ...]
+    math: recipe.TrainingMath
+    gpus: int  # GPUs on this machine; 0 trains on the CPU (a Rig)
+    run: runs.Plan  # fresh, resume or done; and whether a different run is archived first
+    key: str  # the run's identity: the recipe as asked (before resume and model path) and the data
+    recipe_argv: tuple[str, ...]  # sd-scripts' arguments, resume and the local model included
+    added: tuple[tuple[str, str], ...]  # (flag, why bespoke set it)
+    argv: tuple[str, ...]  # the whole accelerate launch command
+    env: tuple[tuple[str, str], ...] = field(repr=False)  # the child's environment (may hold HF_TOKEN: not in repr)
+    cwd: Path  # sd-scripts' folder
+    sd_commit: str | None
+    dataset_hash: str
+    output_name: str
+    epochs: int
+    save_every: int
+    model_ref: str  # the recipe's model, as named
+    model_local: Path | None  # its local file when there is one already (else execute downloads it)
+    tokenizers: Path
+    tokenizers_present: bool
+    sample_size: tuple[int, int]
+    dry_run: bool = False
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def model_note(self) -> str:
+        return str(self.model_local) if self.model_local else f"{self.model_ref} (downloaded to " \
+            f"{self.environ.get('HF_HUB_CACHE')} on the first run)"
+
+    def shell_line(self) -> str:
+        """The launch as one shell line: cd to sd-scripts, the cache environment, accelerate's command."""
+        env = self.environ
+        shown = {k: env[k] for k in (*CACHE_VARS, "PYTHONUNBUFFERED", "HF_HUB_OFFLINE") if k in env}
+        argv = masking.mask_argv(self.argv, masking.secret_values(env))  # credentials are in env; mask the rest
+        return f"cd {kohya.shell_line([str(self.cwd)])} && {kohya.shell_line(argv, shown)}"
+
+    def lines(self) -> list[str]:
+        """What train says before it starts (and all a dry run says): the math, the model, the profile,
+        what bespoke added to the recipe, the run plan, and in a dry run the command."""
+        out = ["training math:", *(f"  {line}" for line in self.math.lines()),
+               f"base model: {self.model_note()}", f"profile: {self.profile.name} ({self.profile.note})"]
+        out += [f"  + --{name}: {why}" for name, why in self.added]
+        out += [self.run.note] if self.run.note else []
+        if self.dry_run:
+            out += ["launch command:", self.shell_line()]
+        return out
+
+    def with_model(self, path: str) -> Launch:
+        """The same launch with the model at `path` (execute, once it is downloaded)."""
+        def swap(argv):
+            return tuple(f"--{MODEL_FLAG}={path}" if a.startswith(f"--{MODEL_FLAG}=") else a for a in argv)
+
+        return replace(self, argv=swap(self.argv), recipe_argv=swap(self.recipe_argv), model_local=Path(path))
+
+
+def plan(ws: Workspace | Path, opts: TrainOptions, probed: dict, rig: Rig | None = None) -> Launch:
+    """Decide the run: profile, recipe, data, math, resume, the launch command and its environment.
+    Reads the workspace and `probed` (preflight.probe's answer; {} for a Rig); writes nothing, starts
+    nothing. Raises when the run cannot start (no prepared data, a profile that cannot run here...)."""
+    ws = Workspace.of(ws)
     tok_dir = tokens.default_dir(ws)
-    tokens_ok = tokens.present(tok_dir)
-    if not tokens_ok:
-        try:
-            tokens.build(tok_dir)
-            tokens_ok = True
-        except BespokeError:
-            pass  # sd-scripts downloads them itself when online
-    # `run` passes its check's probe; the CPU smoke run needs none (it trains with --sdpa)
-    probed = opts.probed or ({} if opts.cpu else preflight.probe(imports_only=True, cache=_probe_cache(ws)))
-    profile, why = _profile(opts.profile, None if opts.cpu else preflight.gpus(probed))
+    profile, why = _profile(opts.profile, None if rig else preflight.gpus(probed))
     if stop := next((f for f in preflight.check_profile(profile, None, _compiler_problem(profile))
                      if f.severity == preflight.ERROR), None):
         raise BespokeError(stop.message, sys.executable, stop.fix)
-    echo(f"profile: {profile.name} ({why or 'asked for'}): {profile.note}")
     r = recipe.build(ws, (*profile.overrides, *opts.overrides), tokenizer_dir=tok_dir,
                      xformers_available=bool((probed.get("xformers") or {}).get("ok")))
-    for w in r.warnings:
-        echo(click.style("warning: ", fg="yellow") + w)
+    warnings = list(r.warnings)
     manifest = dataset.read_manifest(ws)
     if manifest is None:
-        raise BespokeError("no prepared data", str(ws / "training_data"), "run `bespoke prepare` (or `bespoke run`)")
+        raise BespokeError("no prepared data", str(ws.training_data), "run `bespoke prepare` (or `bespoke run`)")
     if tuple(manifest["resolution"]) != recipe.resolution(r):
-        echo(click.style("warning: ", fg="yellow") + f"data was prepared at {manifest['resolution']}, the recipe "
-             f"trains at {r.get('resolution')}; run `bespoke prepare --resolution` to match")
+        warnings.append(f"data was prepared at {manifest['resolution']}, the recipe trains at "
+                        f"{r.get('resolution')}; run `bespoke prepare --resolution` to match")
     sd = kohya.locate()
-    gpus = 0 if opts.cpu else _gpu_count(probed)
+    gpus = 0 if rig else _gpu_count(probed)
     math = recipe.training_math(r, manifest["images"], manifest["repeats"], gpus * opts.machines.num_machines)
-    output = ws / "output"
     output_name = str(r.get("output_name"))
 
     # The run's identity uses the model as named, so a finished run is recognised without the download.
     key = runs.run_key(r.argv(), manifest["dataset_hash"])
-    plan = runs.plan(output, key, output_name, force=opts.force and not opts.dry_run)
-    if plan.action == "done" and not opts.dry_run:
-        echo(f"nothing to do: this recipe and data finished already ({output / runs.DONE_FILE}); "
-             "change the recipe or data, or --force to train again")
-        return 0
-    if plan.state is not None:
-        r.set("resume", str(plan.state), "continue from the newest saved state")
-
-    hub = os.environ.get("HF_HUB_CACHE")
-    ref = str(r.get("pretrained_model_name_or_path"))
-    local = model.cached(ref, hub) if opts.dry_run else model.resolve(ref, hub)
-    model_note = str(local) if local else f"{ref} (downloaded to {hub} on the first run)"
+    run = runs.plan(ws, key, output_name, force=opts.force and not opts.dry_run)
+    if run.state is not None:
+        r.set("resume", str(run.state), "continue from the newest saved state")
+    ref = str(r.get(MODEL_FLAG))
+    env = {**os.environ, **ws.cache_env(os.environ), "PYTHONUNBUFFERED": "1"}
+    local = model.cached(ref, env["HF_HUB_CACHE"])
     if local:
-        r.set("pretrained_model_name_or_path", str(local))
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **r.env)  # r.env: credentials, kept out of argv
-    if local and tokens_ok:
+        r.set(MODEL_FLAG, str(local))
+    env.update(r.env)  # credentials (huggingface_token, wandb_api_key): the child's environment, never its argv
+    tokens_present = tokens.present(tok_dir)
+    if local and tokens_present:
         env["HF_HUB_OFFLINE"] = "1"
-    # A wrapper script (the smoke test's tiny model) takes sd-scripts' script as its first argument.
-    wrapper = opts.script or profile.launcher_path()
+    wrapper = (rig.script if rig else None) or profile.launcher_path()
     script, script_args = (wrapper, [str(sd.script)]) if wrapper else (sd.script, [])
     argv = kohya.launch_argv(script, script_args + r.argv(), gpus, mixed_precision=str(r.get("mixed_precision", "no")),
                              machines=opts.machines)
+    return Launch(
+        ws=ws, profile=profile, profile_why=why, warnings=tuple(warnings), math=math, gpus=gpus, run=run, key=key,
+        recipe_argv=tuple(r.argv()), added=tuple(r.added.items()), argv=tuple(argv), env=tuple(env.items()),
+        cwd=sd.path, sd_commit=sd.commit, dataset_hash=manifest["dataset_hash"], output_name=output_name,
+        epochs=int(r.get("max_train_epochs")), save_every=int(r.get("save_every_n_epochs", 1)), model_ref=ref,
+        model_local=local, tokenizers=tok_dir, tokenizers_present=tokens_present,
+        sample_size=(rig.sample_size if rig and rig.sample_size else recipe.resolution(r)), dry_run=opts.dry_run,
+    )
 
-    echo("training math:")
-    for line in math.lines():
-        echo(f"  {line}")
-    echo(f"base model: {model_note}")
-    echo(f"profile: {profile.name} ({profile.note})")
-    for name, why in r.added.items():
-        echo(f"  + --{name}: {why}")
-    if plan.note:
-        echo(plan.note)
-    if opts.dry_run:
-        shown_env = {k: env[k] for k in (*preflight.CACHE_VARS, "PYTHONUNBUFFERED", "HF_HUB_OFFLINE") if k in env}
-        echo("launch command:")
-        echo(f"cd {kohya.shell_line([str(sd.path)])} && {kohya.shell_line(argv, shown_env)}")
-        return 0
 
-    output.mkdir(parents=True, exist_ok=True)
-    w, h = opts.sample_size or recipe.resolution(r)
-    atomic_write_text(Path(str(r.get("sample_prompts"))), recipe.prompt_file_text(width=w, height=h))
-    runs.start(output, key, {"argv": argv, "dataset_hash": manifest["dataset_hash"], "sd_scripts_commit": sd.commit})
-    log = output / "logs" / f"train-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    epochs = int(r.get("max_train_epochs"))
-    status = progress.Status(stage="starting", epoch=plan.state_epoch, epochs=epochs, log=str(log),
-                             output_name=output_name)
-    follower = progress.Follower(output / "status.json", output / "logs" / "loss.jsonl", status,
-                                 step_offset=plan.state_epoch * math.steps_per_epoch, total=math.total_steps)
-    check_resume = _ResumeCheck(plan.state_epoch, epochs) if plan.action == "resume" else None
+# --- train: execute ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int  # the exit code: 0 done, 128+N interrupted by signal N
+    message: str
+    done: dict | None = None  # DONE.json, when the run finished
+
+
+def execute(launch: Launch, *, on_line=None, grace: float = 60.0) -> Outcome:
+    """Carry out a planned launch: archive a run --force replaces, make the tokenizers and fetch the model
+    if needed, run sd-scripts (through kohya.follow and bespoke.proc.spawn, the one process seam) and
+    follow it into status.json, then check its LoRAs and write DONE.json. `on_line` sees each output line."""
+    t0 = time.time()
+    ws = launch.ws
+    if launch.run.archive:
+        runs.archive(ws)
+    env = launch.environ
+    tokens_ok = launch.tokenizers_present
+    if not tokens_ok:
+        try:
+            tokens.build(launch.tokenizers)
+            tokens_ok = True
+        except BespokeError as e:
+            passed_over("tokenizers not built, sd-scripts downloads them itself when online", e)
+    if launch.model_local is None:
+        launch = launch.with_model(model.resolve(launch.model_ref, env.get("HF_HUB_CACHE")))
+    if tokens_ok:
+        env["HF_HUB_OFFLINE"] = "1"
+    argv = list(launch.argv)
+
+    ws.output.mkdir(parents=True, exist_ok=True)
+    w, h = launch.sample_size
+    atomic_write_text(ws.sample_prompts, recipe.prompt_file_text(width=w, height=h))
+    runs.start(ws, launch.key, {"argv": argv, "dataset_hash": launch.dataset_hash, "sd_scripts_commit": launch.sd_commit})
+    log_file = ws.train_log(time.strftime("%Y%m%d-%H%M%S"))
+    run, math = launch.run, launch.math
+    status = progress.Status(stage="starting", epoch=run.state_epoch, epochs=launch.epochs, log=str(log_file),
+                             output_name=launch.output_name)
+    follower = progress.Follower(ws.status, ws.loss, status, step_offset=run.state_epoch * math.steps_per_epoch,
+                                 total=math.total_steps)
+    check_resume = _ResumeCheck(run.state_epoch, launch.epochs) if run.action == "resume" else None
     alarm = _EpochAlarm(ws, follower)
-    hooks = [h for h in (opts.on_line, check_resume, alarm) if h is not None]
+    hooks = [h for h in (on_line, check_resume, alarm) if h is not None]
 
-    def on_line(line: str) -> None:
+    def each_line(line: str) -> None:
         for hook in hooks:
             hook(line)
 
-    echo(f"log: {log}")
-    outcome = kohya.follow(argv, env, log, follower, cwd=str(sd.path), grace=opts.grace, spawn=opts.spawn,
-                           on_line=on_line)
+    log.info(f"log: {log_file}")
+    outcome = kohya.follow(argv, env, log_file, follower, cwd=str(launch.cwd), grace=grace, on_line=each_line)
     if outcome.interrupted_by is not None:
         follower.set(stage="interrupted", message=f"interrupted at step {follower.status.step}")
-        echo(f"interrupted at step {follower.status.step}; run again to resume from the last finished epoch")
-        return 128 + outcome.interrupted_by
+        return Outcome(128 + outcome.interrupted_by, f"interrupted at step {follower.status.step}; run again to "
+                       "resume from the last finished epoch")
     if check_resume is not None and check_resume.error:
         follower.set(stage="failed", last_error=check_resume.error)
-        raise TrainingError(check_resume.error, str(log), "rerun with --force to start this run over")
+        raise TrainingError(check_resume.error, str(log_file), "rerun with --force to start this run over")
     if outcome.exit_code != 0:
         known = kohya.explain(outcome.tail)
         last = kohya.last_error_line(outcome.tail)
         follower.set(stage="failed", last_error=last or f"exit code {outcome.exit_code}")
         what, fix = known or (f"sd-scripts failed (exit {outcome.exit_code}): {last or 'see the log'}",
-                              f"read {log}")
-        raise TrainingError(what, str(log), fix, exit_code=1)
-    done = runs.finish(output, key, output_name, epochs, {
-        "recipe": r.argv(), "dataset_hash": manifest["dataset_hash"], "sd_scripts_commit": sd.commit,
+                              f"read {log_file}")
+        raise TrainingError(what, str(log_file), fix, exit_code=1)
+    done = runs.finish(ws, launch.key, launch.output_name, launch.epochs, {
+        "recipe": list(launch.recipe_argv), "dataset_hash": launch.dataset_hash, "sd_scripts_commit": launch.sd_commit,
         "durations": {"train_seconds": round(outcome.seconds, 1), "total_seconds": round(time.time() - t0, 1)},
-        "math": {"steps_per_epoch": math.steps_per_epoch, "total_steps": math.total_steps, "gpus": gpus},
-    }, every=int(r.get("save_every_n_epochs", 1)))
-    alarm.final(epochs)
-    follower.set(stage="done", step=math.total_steps, message=f"{len(done['epochs'])} epoch LoRAs in {output}")
-    echo(f"done: {len(done['epochs'])} LoRA files in {output} ({outcome.seconds:.0f} s)")
-    return 0
+        "math": {"steps_per_epoch": math.steps_per_epoch, "total_steps": math.total_steps, "gpus": launch.gpus},
+    }, every=launch.save_every)
+    alarm.final(launch.epochs)
+    follower.set(stage="done", step=math.total_steps, message=f"{len(done['epochs'])} epoch LoRAs in {ws.output}")
+    return Outcome(0, f"done: {len(done['epochs'])} LoRA files in {ws.output} ({outcome.seconds:.0f} s)", done)
+
+
+def train(ws: Workspace | Path, opts: TrainOptions, *, probed: dict | None = None, rig: Rig | None = None,
+          on_line=None, grace: float = 60.0) -> int:
+    """The train stage: plan, say what it will do, execute (resume; no-op when done). Returns the exit code."""
+    ws = Workspace.of(ws)
+    ws.apply_cache_env()
+    if probed is None:  # `run` passes its check's probe; a Rig needs none (it trains with --sdpa on the CPU)
+        probed = {} if rig else preflight.probe(imports_only=True, cache=ws.probe_cache)
+    launch = plan(ws, opts, probed, rig)
+    log.info(f"profile: {launch.profile.name} ({launch.profile_why or 'asked for'}): {launch.profile.note}")
+    for w in launch.warnings:
+        log.warning(w)
+    if launch.run.action == "done" and not opts.dry_run:
+        log.info(f"nothing to do: this recipe and data finished already ({ws.done_file}); "
+                 "change the recipe or data, or --force to train again")
+        return 0
+    for line in launch.lines():
+        log.info(line)
+    if opts.dry_run:
+        return 0
+    outcome = execute(launch, on_line=on_line, grace=grace)
+    log.info(outcome.message)
+    return outcome.code
 
 
 class _ResumeCheck:
@@ -335,7 +440,7 @@ class _ResumeCheck:
 class _EpochAlarm:
     """After each epoch's samples, score them and say whether they look like pixel art."""
 
-    def __init__(self, ws: Path, follower: progress.Follower):
+    def __init__(self, ws: Workspace, follower: progress.Follower):
         self.ws, self.follower, self.last = ws, follower, 0
 
     def __call__(self, line: str) -> None:
@@ -352,40 +457,48 @@ class _EpochAlarm:
         self.last = epoch
         try:
             line, photo_like = evaluate.epoch_alarm(self.ws, epoch, None)
-        except BespokeError:
+        except BespokeError as e:
+            passed_over(f"epoch {epoch}'s samples not scored", e)
             return
         if photo_like:
-            line = f"{line}: {evaluate.PHOTO_ALARM}"
-            echo(click.style(line, fg="red", bold=True))
+            line = f"{line}: {pixelart.PHOTO_ALARM}"
+            log.error(line)
             self.follower.status.alarms.append(line)
             self.follower.write(force=True)
-            if os.environ.get("BESPOKE_STOP_ON_PHOTO") == "1":
-                raise TrainingError(evaluate.PHOTO_ALARM, f"epoch {epoch}", "BESPOKE_STOP_ON_PHOTO=1 stopped training")
+            if switches.switch("BESPOKE_STOP_ON_PHOTO"):
+                raise TrainingError(pixelart.PHOTO_ALARM, f"epoch {epoch}", "BESPOKE_STOP_ON_PHOTO=1 stopped training")
         else:
-            echo(line)
+            log.info(line)
 
 
-def evaluate_after_training(ws: Path) -> None:
+def evaluate_after_training(ws: Workspace | Path) -> None:
     """Score the epochs and write the report; a failing report never fails a finished training."""
     try:
-        evaluate.evaluate(Path(ws))
+        evaluate.evaluate(Workspace.of(ws))
     except BespokeError as e:
-        echo(click.style("warning: ", fg="yellow") + f"evaluation failed: {e.line()}")
+        log.warning(f"evaluation failed: {e.line()}")
 
 
-def run(ws: Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions) -> int:
-    """check -> prepare -> train -> evaluate: what the container runs."""
-    echo("== check")
-    topts.probed = preflight.probe(cache=_probe_cache(ws))
-    findings = check(ws, data, topts.overrides, popts, probed=topts.probed, profile=topts.profile)
-    print_findings(findings)
+def run(ws: Workspace | Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions,
+        show_findings=None) -> int:
+    """check -> prepare -> train -> evaluate: what the container runs. Returns the exit code.
+    `show_findings(findings)` shows check's table (the CLI prints it; by default it is logged)."""
+    ws = Workspace.of(ws)
+    log.info("== check")
+    probed = preflight.probe(cache=ws.probe_cache)
+    findings = check(ws, data, topts.overrides, popts, probed=probed, profile=topts.profile)
+    if show_findings is not None:
+        show_findings(findings)
+    else:
+        for line in preflight.table(findings):
+            log.info(line)
     if preflight.has_errors(findings):
         raise PreflightError("preflight found errors", str(ws), "fix the errors in the table above")
-    echo("== prepare")
+    log.info("== prepare")
     prepare(ws, data, popts)
-    echo("== train")
-    code = train(ws, topts)
+    log.info("== train")
+    code = train(ws, topts, probed=probed)
     if code == 0 and not topts.dry_run:
-        echo("== evaluate")
+        log.info("== evaluate")
         evaluate_after_training(ws)
     return code

@@ -21,20 +21,9 @@ from pathlib import Path
 
 from bespoke import proc, profiles, runs
 from bespoke.fsutil import atomic_write_text
+from bespoke.workspace import Workspace
 
 ERROR, WARN, OK, INFO = "error", "warn", "ok", "info"
-
-# Every cache that ML libraries write, relative to the workspace (the notes' full root disk).
-CACHE_VARS = {
-    "HF_HOME": ".cache/huggingface",
-    "HF_HUB_CACHE": ".cache/huggingface/hub",
-    "TRANSFORMERS_CACHE": ".cache/huggingface/hub",
-    "HF_DATASETS_CACHE": ".cache/huggingface/datasets",
-    "TORCH_HOME": ".cache/torch",
-    "XDG_CACHE_HOME": ".cache",
-    "TRITON_CACHE_DIR": ".cache/triton",
-    "TORCHINDUCTOR_CACHE_DIR": ".cache/torchinductor",  # compiled kernels: a resumed fast run reuses them
-}
 
 GB = 1e9
 BASE_MODEL_BYTES = 6_938_078_334  # sd_xl_base_1.0.safetensors
@@ -55,10 +44,23 @@ def has_errors(findings: list[Finding]) -> bool:
     return any(f.severity == ERROR for f in findings)
 
 
+def table(findings: list[Finding], tag=None) -> list[str]:
+    """The findings as a table: severity, check, message, and the fix under each error or warning.
+    `tag(severity, text)` may dress the severity column (the CLI colours it)."""
+    tag = tag or (lambda severity, text: text)
+    width = max((len(f.check) for f in findings), default=5)
+    lines = [f"{'':7} {'check':{width}}  finding / fix"]
+    for f in findings:
+        lines.append(f"{tag(f.severity, f'{f.severity:7}')} {f.check:{width}}  {f.message}")
+        if f.fix and f.severity in (ERROR, WARN):
+            lines.append(f"{'':7} {'':{width}}  -> {f.fix}")
+    return lines
+
+
 # --- workspace and caches ------------------------------------------------------------------------
 
-def check_workspace(ws: Path, root: Path = Path("/")) -> list[Finding]:
-    ws = Path(ws)
+def check_workspace(ws: Workspace | Path, root: Path = Path("/")) -> list[Finding]:
+    ws = Workspace.of(ws).root
     if not ws.is_dir():
         return [Finding(ERROR, "workspace", f"{ws} does not exist",
                         "mount a volume there (docker run -v DIR:/workspace) or pass --workspace DIR")]
@@ -75,27 +77,14 @@ def check_workspace(ws: Path, root: Path = Path("/")) -> list[Finding]:
     return out
 
 
-def cache_env(workspace: Path, environ: dict | None = None) -> dict[str, str]:
-    """Cache variables under the workspace, keeping any the user set."""
-    environ = os.environ if environ is None else environ
-    ws = Path(workspace)
-    return {var: environ.get(var) or str(ws / sub) for var, sub in CACHE_VARS.items()}
-
-
-def apply_cache_env(workspace: Path, environ: dict | None = None) -> list[Finding]:
+def apply_cache_env(workspace: Workspace | Path, environ: dict | None = None) -> list[Finding]:
     """Set every cache under the workspace in `environ` (os.environ by default) and report strays."""
-    environ = os.environ if environ is None else environ
-    ws = Path(workspace).resolve()
-    findings = []
-    for var, value in cache_env(ws, environ).items():
-        environ[var] = value
-        p = Path(value).resolve()
-        if ws not in p.parents and p != ws:
-            findings.append(Finding(WARN, "caches", f"{var}={value} is outside the workspace",
-                                    f"unset {var} so bespoke keeps it under {ws} (a full root disk killed the notes' run)"))
-    if not findings:
-        findings.append(Finding(OK, "caches", f"all caches under {ws / '.cache'}"))
-    return findings
+    ws = Workspace.of(workspace)
+    root = ws.root.resolve()
+    findings = [Finding(WARN, "caches", f"{var}={value} is outside the workspace",
+                        f"unset {var} so bespoke keeps it under {root} (a full root disk killed the notes' run)")
+                for var, value in ws.apply_cache_env(environ)]
+    return findings or [Finding(OK, "caches", f"all caches under {root / ws.cache.name}")]
 
 
 # --- disk ----------------------------------------------------------------------------------------
@@ -108,11 +97,11 @@ class DiskTerm:
 
 
 def disk_terms(
-    *, ws: Path, hub_cache: Path, images: int, resolution: tuple[int, int], epochs: int, save_every: int,
+    *, ws: Workspace | Path, hub_cache: Path, images: int, resolution: tuple[int, int], epochs: int, save_every: int,
     dim: int, save_precision: str | None, model_cached: bool,
 ) -> list[DiskTerm]:
-    ws = Path(ws)
-    out = ws / "output"
+    ws = Workspace.of(ws)
+    out = ws.output
     saves = len(runs.saved_epochs(epochs, save_every))  # the files train expects: every n-th and the last
     lora = LORA_BYTES_DIM128_FP32 * dim / 128 * (0.5 if save_precision in ("fp16", "bf16") else 1.0)
     lora_fp32 = LORA_BYTES_DIM128_FP32 * dim / 128
@@ -122,7 +111,7 @@ def disk_terms(
     if not model_cached:
         terms.append(DiskTerm("base model download", BASE_MODEL_BYTES, Path(hub_cache)))
     terms += [
-        DiskTerm(f"prepared images + latents ({images})", images * (png + latent), ws / "training_data"),
+        DiskTerm(f"prepared images + latents ({images})", images * (png + latent), ws.training_data),
         DiskTerm(f"LoRA files ({saves} x {lora / GB:.2f} GB)", saves * lora, out),
         # weights in fp32 plus AdamW8bit's two 8-bit moments; the new state is written before the old goes
         DiskTerm("training state (2 x weights + optimizer)", 2 * 1.5 * lora_fp32, out),
@@ -169,7 +158,7 @@ class Gpu:
 
 
 def probe(imports_only: bool = False, run=None, cache: Path | None = None) -> dict:
-    """bespoke.gpuprobe's answer, from its own process: the launcher never creates a CUDA context.
+    """bespoke.launch.gpuprobe's answer, from its own process: the launcher never creates a CUDA context.
 
     With a `cache` folder, an answer that found GPUs and working libraries is kept there, under a key of
     what it depends on: this Python, the torch, xformers and bitsandbytes installed, and the GPUs
@@ -183,7 +172,7 @@ def probe(imports_only: bool = False, run=None, cache: Path | None = None) -> di
             return json.loads(kept.read_text())
         except ValueError:
             pass  # a damaged file: probe again and replace it
-    argv = [sys.executable, "-m", "bespoke.gpuprobe", *(["--imports-only"] if imports_only else [])]
+    argv = [sys.executable, "-m", "bespoke.launch.gpuprobe", *(["--imports-only"] if imports_only else [])]
     try:
         r = run(argv, timeout=300)
         found = json.loads(r.stdout.strip().splitlines()[-1])

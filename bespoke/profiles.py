@@ -18,13 +18,13 @@ from bespoke.errors import BespokeError
 class Profile:
     name: str
     overrides: tuple[str, ...] = ()
-    launcher: str | None = None  # a script beside this module, run by accelerate with sd-scripts' script as argv[1]
+    launcher: str | None = None  # a script in bespoke/launch/, run by accelerate with sd-scripts' script as argv[1]
     note: str = ""
     compiles: bool = False  # its launcher runs torch.compile: it needs C and C++ compilers and Python's headers
     peak_gib: float = 13.5  # GPU memory it peaked at on H100/H200s, 1 or 2 GPUs (nvidia-smi, bench/RESULTS.md)
 
     def launcher_path(self) -> Path | None:
-        return Path(__file__).with_name(self.launcher) if self.launcher else None
+        return Path(__file__).parent / "launch" / self.launcher if self.launcher else None
 
     def fits(self, memory_gb: float) -> bool:
         """Whether a GPU with this much memory has room for the profile's measured peak, with headroom."""
@@ -35,8 +35,8 @@ PROFILES: dict[str, Profile] = {
     "exact": Profile("exact", note="the notes' command, unchanged"),
     # The same math as exact: batch 2, bf16, dim 128/alpha 64, AdamW8bit, TE LoRA, scheduler, steps,
     # seed. Faster by: no gradient checkpointing (memory allows), PyTorch's SDPA attention kernel,
-    # SDXL's repeated blocks compiled by bespoke/fastsdxl.py (kernels launched from C++), and one
-    # optimizer update and one all-reduce per step instead of one per LoRA tensor (bespoke/fewsteps.py,
+    # SDXL's repeated blocks compiled by bespoke/launch/fastsdxl.py (kernels launched from C++), and one
+    # optimizer update and one all-reduce per step instead of one per LoRA tensor (bespoke/launch/fewsteps.py,
     # bit-identical). Measured (bench/RESULTS.md), same machine: 3.15x exact on an H200 (0.28 vs 0.89
     # s/step) and on an H100 (0.38 vs 1.21), 2.27x on another H100; 1-4 min of compiling per start.
     # Same seed, 200 steps on H100s: each profile nearly reproduces itself, and fast differs from exact

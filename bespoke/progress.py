@@ -78,7 +78,7 @@ def fmt_seconds(s: float | None) -> str:
 class Status:
     """What status.json says. step/total are for the whole run, also after a resume."""
 
-    stage: str = "preflight"
+    stage: str = "starting"
     epoch: int = 0
     epochs: int = 0
     step: int = 0
@@ -209,9 +209,3 @@ class Follower:
             self.out.write("\r\033[K")
             self._bar_shown = False
 
-
-def read_status(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None

@@ -18,9 +18,11 @@ from pathlib import Path
 from bespoke import safeio
 from bespoke.errors import RecipeError
 from bespoke.masking import ENV_FOR_FLAG, MASK, is_secret_name, looks_secret, mask_argv
+from bespoke.workspace import Workspace
 
 SCRIPT = "sdxl_train_network.py"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+OUTPUT_NAME = "bespoke_baby_sdxl"  # the notes' name: every LoRA file and sample starts with it
 
 # The notes' command, in the notes' order. train_data_dir and output_dir come from the workspace.
 NOTES: tuple[tuple[str, object], ...] = (
@@ -28,7 +30,7 @@ NOTES: tuple[tuple[str, object], ...] = (
     ("train_data_dir", None),
     ("resolution", "1024,1024"),
     ("output_dir", None),
-    ("output_name", "bespoke_baby_sdxl"),
+    ("output_name", OUTPUT_NAME),
     ("save_model_as", "safetensors"),
     ("max_train_epochs", "10"),
     ("learning_rate", "0.0001"),
@@ -222,23 +224,23 @@ def _raise_all(errors: list[RecipeError]) -> None:
 
 
 def build(
-    workspace: Path,
+    workspace: Workspace | Path,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     tokenizer_dir: Path,
     xformers_available: bool = True,
 ) -> Recipe:
     """The notes' recipe for this workspace, with bespoke's additions and the user's overrides."""
-    ws = Path(workspace)
+    ws = Workspace.of(workspace)
     r = Recipe({name: value for name, value in NOTES})
-    r.args["train_data_dir"] = str(ws / "training_data")
-    r.args["output_dir"] = str(ws / "output")
+    r.args["train_data_dir"] = str(ws.training_data)
+    r.args["output_dir"] = str(ws.output)
     r.set("tokenizer_cache_dir", str(tokenizer_dir), "offline tokenizers: no Hub download at train time")
-    r.set("logging_dir", str(ws / "output" / "logs"), "TensorBoard logs on the volume")
+    r.set("logging_dir", str(ws.logs), "TensorBoard logs on the volume")
     r.set("log_with", "tensorboard", "TensorBoard logs on the volume")
     r.set("save_state", True, "resume after an interruption")
     r.set("save_last_n_epochs_state", "1", "keep only the newest state, to spare the disk")
-    r.set("sample_prompts", str(ws / "output" / "sample-prompts.txt"), "the notes' four test prompts each epoch")
+    r.set("sample_prompts", str(ws.sample_prompts), "the notes' four test prompts each epoch")
     r.set("sample_every_n_epochs", "1", "the notes' four test prompts each epoch")
     r.set("sample_sampler", SAMPLER, "SDXL base's own scheduler (Euler), deterministic per seed")
     good, errors = check_overrides(overrides)
@@ -250,6 +252,13 @@ def build(
             continue
         r.overridden[name] = value
         r.set(name, value)
+    # sd-scripts joins these names to output_dir and logging_dir; parse_override keeps them plain names, and
+    # the workspace's own containment check holds the line should that rule ever change.
+    for flag, folder in (("output_name", ws.output), ("log_prefix", ws.logs), ("log_tracker_name", ws.logs),
+                         ("wandb_run_name", ws.logs)):
+        if flag in r.args and not ws.contains(folder.absolute() / f"{r.args[flag]}-000001.safetensors"):
+            raise RecipeError(f"--set {flag}={safeio.show(r.args[flag])} would write outside the workspace",
+                              str(ws), f"use a plain name, e.g. --set {flag}=my_lora")
     if not xformers_available and r.get("xformers") and "xformers" not in r.overridden:
         r.set("xformers", None)
         r.set("sdpa", True, "xformers is not importable here; PyTorch's SDPA attention instead")

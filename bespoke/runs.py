@@ -1,4 +1,4 @@
-"""One training run in $WS/output: its identity, resume from saved state, and DONE.json.
+"""One training run in the workspace's output: its identity, resume from saved state, and DONE.json.
 
 A run is identified by its key: the sd-scripts arguments (less --resume) and the dataset hash. The
 same key resumes or is a no-op when done; a different key never overwrites a run: --force archives it.
@@ -17,9 +17,8 @@ from pathlib import Path
 
 from bespoke.errors import BespokeError
 from bespoke.fsutil import atomic_write_json, sha256_file
+from bespoke.workspace import Workspace
 
-RUN_FILE = "run.json"
-DONE_FILE = "DONE.json"
 # What accelerate's save_state and kohya's hook leave in a finished state folder.
 STATE_FILES = ("train_state.json", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
 
@@ -44,37 +43,43 @@ def states(output: Path, output_name: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def numbered_file(output: Path, output_name: str, epoch: int, ext: str = ".safetensors") -> Path:
+    """`<name>-NNNNNN`: kohya's name for every epoch but the last, and the notes' name for the last too."""
+    return Path(output) / f"{output_name}-{epoch:06d}{ext}"
+
+
 def epoch_file(output: Path, output_name: str, epoch: int, epochs: int, ext: str = ".safetensors") -> Path:
-    """kohya names every epoch but the last `<name>-NNNNNN`; the last is `<name>`."""
-    name = output_name if epoch == epochs else f"{output_name}-{epoch:06d}"
-    return Path(output) / f"{name}{ext}"
+    """The file kohya writes for `epoch` of `epochs`: numbered, except the last, which is `<name>`."""
+    return Path(output) / f"{output_name}{ext}" if epoch == epochs else numbered_file(output, output_name, epoch, ext)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     action: str  # "fresh", "resume" or "done"
     state: Path | None = None
     state_epoch: int = 0
     note: str = ""
+    archive: bool = False  # --force: move the different run in the way to the archive first
 
 
-def plan(output: Path, key: str, output_name: str, force: bool = False) -> Plan:
-    output = Path(output)
-    done = _read(output / DONE_FILE)
-    run = _read(output / RUN_FILE)
+def plan(ws: Workspace, key: str, output_name: str, force: bool = False) -> Plan:
+    """What this run does: start fresh, resume from the newest complete state, or nothing (done). A
+    different run in the way is refused, or with `force` marked to be archived first. Reads only."""
+    output = ws.output
+    done = _read(ws.done_file)
+    run = _read(ws.run_file)
     previous = done or run
     if previous is not None and previous.get("run_key") != key:
         kind = "finished" if done else "unfinished"
         if not force:
             raise BespokeError(
                 f"{output} holds a {kind} run with a different recipe or data",
-                str(output / (DONE_FILE if done else RUN_FILE)),
+                str(ws.done_file if done else ws.run_file),
                 "rerun with --force to move it to $WS/archive/ and start fresh (nothing is deleted)",
             )
-        archive(output)
-        return Plan("fresh", note=f"archived the previous {kind} run")
+        return Plan("fresh", archive=True, note=f"archiving the previous {kind} run (--force)")
     if done is not None:
-        return Plan("done", note=f"already trained: {output / DONE_FILE}")
+        return Plan("done", note=f"already trained: {ws.done_file}")
     found = states(output, output_name)
     if found:
         epoch, path = found[-1]
@@ -82,21 +87,21 @@ def plan(output: Path, key: str, output_name: str, force: bool = False) -> Plan:
     return Plan("fresh")
 
 
-def archive(output: Path) -> Path:
-    output = Path(output)
+def archive(ws: Workspace) -> Path:
+    """Move the output folder to the workspace's archive, keeping the data's preview in place."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest = output.parent / "archive" / f"output-{stamp}"
+    dest = ws.archive / f"{ws.output.name}-{stamp}"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(output, dest)
-    output.mkdir()
-    preview = dest / "dataset-preview.png"  # it shows the data, not the archived run: keep it in place
+    os.replace(ws.output, dest)
+    ws.output.mkdir()
+    preview = dest / ws.preview.name  # it shows the data, not the archived run: keep it in place
     if preview.exists():
-        shutil.copy2(preview, output / preview.name)
+        shutil.copy2(preview, ws.preview)
     return dest
 
 
-def start(output: Path, key: str, info: dict) -> None:
-    atomic_write_json(Path(output) / RUN_FILE, {"run_key": key, "started_at": time.time(), **info})
+def start(ws: Workspace, key: str, info: dict) -> None:
+    atomic_write_json(ws.run_file, {"run_key": key, "started_at": time.time(), **info})
 
 
 def saved_epochs(epochs: int, every: int = 1) -> list[int]:
@@ -104,9 +109,9 @@ def saved_epochs(epochs: int, every: int = 1) -> list[int]:
     return sorted({e for e in range(1, epochs + 1) if e % max(every, 1) == 0} | {epochs})
 
 
-def finish(output: Path, key: str, output_name: str, epochs: int, info: dict, every: int = 1) -> dict:
+def finish(ws: Workspace, key: str, output_name: str, epochs: int, info: dict, every: int = 1) -> dict:
     """Check each saved epoch's LoRA, give the last the notes' numbered name too, write DONE.json."""
-    output = Path(output)
+    output = ws.output
     files = []
     for e in saved_epochs(epochs, every):
         f = epoch_file(output, output_name, e, epochs)
@@ -114,14 +119,14 @@ def finish(output: Path, key: str, output_name: str, epochs: int, info: dict, ev
             raise BespokeError(f"sd-scripts finished but epoch {e}'s LoRA is missing", str(f),
                                "see the training log; rerun with --force to train again")
         files.append({"epoch": e, "file": f.name, "sha256": sha256_file(f), "bytes": f.stat().st_size})
-    last = output / f"{output_name}-{epochs:06d}.safetensors"
+    last = numbered_file(output, output_name, epochs)
     if not last.exists():
         try:
             os.link(epoch_file(output, output_name, epochs, epochs), last)  # same bytes, no extra disk
         except OSError:
             shutil.copy2(epoch_file(output, output_name, epochs, epochs), last)
     done = {"run_key": key, "finished_at": time.time(), "epochs": files, **info}
-    atomic_write_json(output / DONE_FILE, done)
+    atomic_write_json(ws.done_file, done)
     return done
 
 

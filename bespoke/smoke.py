@@ -8,6 +8,7 @@ Needs the sd-scripts environment (torch, sd-scripts' requirements): `make smoke-
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -16,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import click
-
-from bespoke import demo, kohya, pipeline, runs, tokens
+from bespoke import demo, kohya, pipeline, recipe, runs, tokens
 from bespoke.errors import BespokeError
+from bespoke.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 IMAGES = 4  # x 10 repeats / batch 2 = 20 steps an epoch
 RESOLUTION = (64, 64)
@@ -29,8 +31,8 @@ OVERRIDES = ("resolution=64,64", "xformers=false", "sdpa=true", f"max_train_epoc
 
 
 def run(workspace: Path | None = None) -> int:
-    ws = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="bespoke-smoke-"))
-    ws.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="bespoke-smoke-")))
+    ws.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     sd = kohya.locate()
 
@@ -43,71 +45,72 @@ def run(workspace: Path | None = None) -> int:
                 timings[name] = timings.get(name, 0) + time.time() - self.t
         return _T()
 
-    click.echo(f"smoke test in {ws} (sd-scripts {sd.path})")
+    log.info(f"smoke test in {ws} (sd-scripts {sd.path})")
     with timed("fixtures"):
-        data = ws / "dataset"
+        data = ws.dataset
         if not data.exists():
             demo.write_demo_data(data, IMAGES, seed=0)
         tokens.ensure(tokens.default_dir(ws))
-        ckpt = ws / ".cache" / "tiny-sdxl" / "tiny_sdxl.safetensors"
+        ckpt = ws.tiny_model
         if not ckpt.exists():
-            from bespoke import tinysdxl
+            from bespoke.launch import tinysdxl
 
             tinysdxl.build_checkpoint(sd.path, ckpt)
     with timed("prepare"):
         pipeline.prepare(ws, data, pipeline.PrepareOptions(resolution=RESOLUTION, expect=IMAGES))
-    overrides = (*OVERRIDES, f"pretrained_model_name_or_path={ckpt}")
-    script = Path(__file__).with_name("tinysdxl.py")
-
-    def options(**kw):
-        return pipeline.TrainOptions(overrides=overrides, cpu=True, script=script, sample_size=RESOLUTION, **kw)
-
-    output = ws / "output"
+    options = pipeline.TrainOptions(overrides=(*OVERRIDES, f"pretrained_model_name_or_path={ckpt}"))
+    rig = pipeline.Rig(script=Path(__file__).parent / "launch" / "tinysdxl.py", sample_size=RESOLUTION)
+    output = ws.output
     resumed = False
-    if not (output / runs.DONE_FILE).exists():
+    if not ws.done_file.exists():
         def interrupt_after_epoch_1(line: str) -> None:
             if line.strip() == f"epoch 2/{EPOCHS}":  # epoch 1's LoRA and state are saved by now
                 os.kill(os.getpid(), signal.SIGTERM)
 
         with timed("train (until interrupted)"):
-            code = pipeline.train(ws, options(on_line=interrupt_after_epoch_1))
+            code = pipeline.train(ws, options, rig=rig, on_line=interrupt_after_epoch_1)
         if code != 128 + signal.SIGTERM:
             raise BespokeError(f"the interrupted smoke run exited {code}, expected 143", str(output))
         with timed("train (resume)"):
-            code = pipeline.train(ws, options())
+            code = pipeline.train(ws, options, rig=rig)
         resumed = True
         if code != 0:
             raise BespokeError(f"the resumed smoke run exited {code}", str(output))
-    done_before = (output / runs.DONE_FILE).read_bytes()
+    done_before = ws.done_file.read_bytes()
     with timed("train (again: no-op)"):
-        pipeline.train(ws, options())
+        pipeline.train(ws, options, rig=rig)
     checks = verify(ws, sd.path, ckpt)
-    checks.append(("a second run after DONE is a no-op", (output / runs.DONE_FILE).read_bytes() == done_before, ""))
+    checks.append(("a second run after DONE is a no-op", ws.done_file.read_bytes() == done_before, ""))
     if resumed:
         checks.append(("interrupted after epoch 1, resumed, finished", True, ""))
     with timed("evaluate"):
         checks += _evaluate(ws)
 
-    click.echo("\nsmoke checks:")
+    log.info("\nsmoke checks:")
     for name, ok, detail in checks:
-        click.echo(f"  {'ok  ' if ok else 'FAIL'}  {name}{': ' + detail if detail else ''}")
-    click.echo("\nstage timings:")
+        verdict = "skip" if ok is None else "ok  " if ok else "FAIL"
+        log.info(f"  {verdict}  {name}{': ' + detail if detail else ''}")
+    log.info("\nstage timings:")
     for name, seconds in timings.items():
-        click.echo(f"  {name:28} {seconds:7.1f} s")
+        log.info(f"  {name:28} {seconds:7.1f} s")
     rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    click.echo(f"  {'total':28} {sum(timings.values()):7.1f} s   peak RSS {rss / 1024:.0f} MiB")
-    failed = [c for c in checks if not c[1]]
+    log.info(f"  {'total':28} {sum(timings.values()):7.1f} s   peak RSS {rss / 1024:.0f} MiB")
+    failed = [c for c in checks if c[1] is False]
     if failed:
         raise BespokeError(f"{len(failed)} smoke check(s) failed: {failed[0][0]}", str(ws), "see the checks above")
-    click.echo(f"smoke test passed; outputs in {output}")
+    log.info(f"smoke test passed; outputs in {output}")
     return 0
 
 
-def _evaluate(ws: Path) -> list[tuple[str, bool, str]]:
-    from bespoke import evaluate
+# A check: (what, True ok / False failed / None skipped, detail)
+Check = tuple[str, "bool | None", str]
+
+
+def _evaluate(ws: Workspace) -> list[Check]:
+    from bespoke.eval import evaluate
 
     evaluate.evaluate(ws)
-    report = ws / "output" / "report"
+    report = ws.report
     data = json.loads((report / "report.json").read_text())
     judged = [s for e in data.get("epochs", []) for s in e.get("samples", [])]
     noise_ok = bool(judged) and not any(s.get("pixel_art") for s in judged)
@@ -118,17 +121,17 @@ def _evaluate(ws: Path) -> list[tuple[str, bool, str]]:
     ]
 
 
-def verify(ws: Path, sd_path: Path, ckpt: Path) -> list[tuple[str, bool, str]]:
+def verify(ws: Workspace, sd_path: Path, ckpt: Path) -> list[Check]:
     """The smoke run's outputs: files, keys, training signal, metadata, samples, and a strict reload."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    out = ws / "output"
-    name = "bespoke_baby_sdxl"
+    out = ws.output
+    name = recipe.OUTPUT_NAME
     files = [runs.epoch_file(out, name, e, EPOCHS) for e in range(1, EPOCHS + 1)]
     checks = [("one LoRA per epoch, named like the notes'",
-               all(f.is_file() for f in files) and (out / f"{name}-{EPOCHS:06d}.safetensors").is_file(),
+               all(f.is_file() for f in files) and runs.numbered_file(out, name, EPOCHS).is_file(),
                ", ".join(f.name for f in files))]
     sd = load_file(str(files[-1]))
     groups = {g: [k for k in sd if k.startswith(f"lora_{g}_")] for g in ("unet", "te1", "te2")}
@@ -143,10 +146,13 @@ def verify(ws: Path, sd_path: Path, ckpt: Path) -> list[tuple[str, bool, str]]:
         meta = f.metadata() or {}
     dim, alpha = meta.get("ss_network_dim"), meta.get("ss_network_alpha")
     checks.append(("metadata says dim 128, alpha 64", dim == "128" and float(alpha or 0) == 64.0, f"{dim}/{alpha}"))
-    losses = [json.loads(line)["loss"] for line in (out / "logs" / "loss.jsonl").read_text().splitlines()]
+    losses = [json.loads(line)["loss"] for line in ws.loss.read_text().splitlines()]
     checks.append(("loss logged and finite", bool(losses) and all(math.isfinite(x) for x in losses),
                    f"{len(losses)} points, last {losses[-1]:.4f}" if losses else "none"))
-    samples = {e: sorted((out / "sample").glob(f"{name}_e{e:06d}_*.png")) for e in range(1, EPOCHS + 1)}
+    from bespoke.eval.evaluate import find_samples
+
+    found = find_samples(ws.samples, name)
+    samples = {e: [s.path for s in found if s.epoch == e] for e in range(1, EPOCHS + 1)}
     checks.append(("a sample image per epoch", all(samples.values()),
                    ", ".join(f"e{e}: {len(v)}" for e, v in samples.items())))
     checks.append(_strict_reload(sd_path, ckpt, files[-1]))
@@ -154,8 +160,8 @@ def verify(ws: Path, sd_path: Path, ckpt: Path) -> list[tuple[str, bool, str]]:
     return checks
 
 
-def _strict_reload(sd_path: Path, ckpt: Path, lora: Path) -> tuple[str, bool, str]:
-    from bespoke import tinysdxl
+def _strict_reload(sd_path: Path, ckpt: Path, lora: Path) -> Check:
+    from bespoke.launch import tinysdxl
 
     tinysdxl.patch(sd_path)
     import torch
@@ -172,14 +178,14 @@ def _strict_reload(sd_path: Path, ckpt: Path, lora: Path) -> tuple[str, bool, st
     return ("loads back strictly into sd-scripts' network", ok, f"{len(weights)} tensors")
 
 
-def _diffusers_reload(lora: Path) -> tuple[str, bool, str]:
+def _diffusers_reload(lora: Path) -> Check:
     """diffusers' SDXL loader parses kohya's keys (lora_state_dict is load_lora_weights' first half; the
     second half injects into a full-size diffusers UNet, which the tiny model is not)."""
     import importlib.util
 
     name = "parses with diffusers' StableDiffusionXLPipeline.lora_state_dict"
     if importlib.util.find_spec("peft") is None:
-        return (name, True, "skipped: peft is not installed")
+        return (name, None, "peft is not installed")
     from diffusers import StableDiffusionXLPipeline
     from safetensors.torch import load_file
 

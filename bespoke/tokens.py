@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from bespoke.errors import BespokeError
+from bespoke.workspace import Workspace
 
 TOKENIZER_IDS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")
 # The Hub's bigG tokenizer pads with "!" (id 0); CLIP-L pads with <|endoftext|>.
@@ -29,10 +30,10 @@ def cache_name(model_id: str) -> str:
     return model_id.replace("/", "_")
 
 
-def default_dir(workspace: Path) -> Path:
+def default_dir(workspace: Workspace | Path) -> Path:
     """The image bakes tokenizers and says where with BESPOKE_TOKENIZER_DIR; else the workspace cache."""
     env = os.environ.get("BESPOKE_TOKENIZER_DIR")
-    return Path(env) if env else Path(workspace) / ".cache" / "tokenizers"
+    return Path(env) if env else Workspace.of(workspace).tokenizers
 
 
 def present(tok_dir: Path) -> bool:

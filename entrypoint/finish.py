@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bespoke.fsutil import atomic_write_json
+from bespoke.workspace import Workspace
 from entrypoint import proc
 from entrypoint.settings import Settings
 
@@ -25,7 +27,7 @@ def say(line: str) -> None:
 
 def record_failure(workspace: Path, code: int, interrupted: bool) -> Path | None:
     """Make status.json show a failed run even when bespoke died before it could say so itself."""
-    path = Path(workspace) / "output" / "status.json"
+    path = Workspace.of(workspace).status
     try:
         status = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
@@ -38,8 +40,6 @@ def record_failure(workspace: Path, code: int, interrupted: bool) -> Path | None
     status["last_error"] = status.get("last_error") or f"bespoke run exited with code {code}; see the container log"
     status["updated_at"] = time.time()
     try:
-        from bespoke.fsutil import atomic_write_json
-
         atomic_write_json(path, status)
     except OSError as e:
         say(f"could not write {path} ({e.strerror})")
@@ -91,7 +91,7 @@ def finish(settings: Settings, code: int, env: dict[str, str],
                 say(f"run {outcome}; `runpodctl stop pod {settings.pod_id}` failed (exit {rc}); fix: stop the pod "
                     "in the RunPod console. Sleeping, so RunPod does not restart the run.")
     else:
-        say(f"run {outcome}; sleeping so the pod stays up to download {settings.workspace / 'output'} "
+        say(f"run {outcome}; sleeping so the pod stays up to download {Workspace(settings.workspace).output} "
             f"({settings.on_finish_reason}; BESPOKE_ON_FINISH=exit or stop changes this)")
     sleep_until_signal(sleep)
     return code

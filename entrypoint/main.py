@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import traceback
 from pathlib import Path
 
-from bespoke.errors import BespokeError
+from bespoke import kohya, switches
+from bespoke.errors import BespokeError, print_error
 from bespoke.masking import mask_argv, secret_values
+from bespoke.workspace import Workspace
 from entrypoint import finish, mounts, proc, services, settings, survey
 
 FORWARDED = (*finish.TERMINATING, signal.SIGUSR1, signal.SIGUSR2)
@@ -29,10 +29,7 @@ def main(argv: list[str], environ: dict[str, str] | None = None) -> int:
     try:
         return run(argv, environ)
     except BespokeError as e:
-        if environ.get("BESPOKE_DEBUG") == "1":
-            traceback.print_exc()
-        print(f"error: {e.line()}", file=sys.stderr, flush=True)
-        return getattr(e, "exit_code", 1)
+        return print_error(e, debug=switches.debug(environ))
 
 
 def run(argv: list[str], environ: dict[str, str]) -> int:
@@ -60,7 +57,7 @@ def pipeline(argv: list[str], environ: dict[str, str]) -> int:
         if s.public_key:
             services.start_sshd(running, s.public_key, env)
         if s.tensorboard:
-            services.start_tensorboard(running, s.workspace / "output" / "logs", env)
+            services.start_tensorboard(running, Workspace(s.workspace).logs, env)
         report(s, env, command, running.lines)
         code, signalled = run_forwarding(command, env)
         if code != 0:
@@ -101,8 +98,7 @@ def report(s: settings.Settings, env: dict[str, str], command: list[str], servic
     say = finish.say
     warnings = list(mounts.workspace_warnings(s.workspace))
     gpu_lines, gpu_problem = survey.gpus()
-    sd_dir = Path(env.get("SD_SCRIPTS_DIR") or "/opt/sd-scripts")
-    sd_line, sd_problem = survey.sd_scripts_line(sd_dir, survey.pinned_commit())
+    sd_line, sd_problem = survey.sd_scripts_line(kohya.default_dir(env), kohya.pinned_commit())
     warnings += [w for w in (gpu_problem, sd_problem) if w]
     if s.pod_id and s.on_finish == "exit":
         warnings.append("BESPOKE_ON_FINISH=exit on RunPod: RunPod restarts a container that exits, and the "
@@ -115,7 +111,7 @@ def report(s: settings.Settings, env: dict[str, str], command: list[str], servic
         say(f"gpu         {line}")
     say(f"sd-scripts  {sd_line}")
     say("libraries   " + ", ".join(f"{k} {v or 'missing'}" for k, v in versions.items()))
-    say(f"caches      under {s.workspace / '.cache'} (HF_HOME={env.get('HF_HOME')})")
+    say(f"caches      under {Workspace(s.workspace).cache} (HF_HOME={env.get('HF_HOME')})")
     say(f"on finish   {s.on_finish} ({s.on_finish_reason})")
     for line in service_lines:
         say(line)

@@ -12,17 +12,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bespoke.errors import BespokeError
+from bespoke.errors import SettingError
+from bespoke.switches import split_sets, switch
+from bespoke.workspace import DEFAULT_ROOT, Workspace
 
-DEFAULT_WORKSPACE = "/workspace"
+DEFAULT_WORKSPACE = DEFAULT_ROOT
 FINISH_POLICIES = ("sleep", "exit", "stop")
 TENSORBOARD_PORT = 6006
-_FALSE = {"0", "false", "no", "off"}
-_TRUE = {"1", "true", "yes", "on", ""}
-
-
-class SettingError(BespokeError):
-    """An env var has a value the entrypoint cannot use."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,7 @@ def from_env(environ: dict[str, str]) -> Settings:
         workspace=Path(environ.get("BESPOKE_WORKSPACE") or DEFAULT_WORKSPACE),
         on_finish=on_finish,
         on_finish_reason=reason,
-        tensorboard=flag(environ, "BESPOKE_TENSORBOARD", default=True),
+        tensorboard=switch("BESPOKE_TENSORBOARD", environ),
         public_key=(environ.get("PUBLIC_KEY") or "").strip() or None,
         pod_id=environ.get("RUNPOD_POD_ID") or None,
         run_args=(*set_args(environ.get("BESPOKE_SET", "")), *extra_args(environ.get("BESPOKE_ARGS", ""), environ)),
@@ -62,36 +58,10 @@ def finish_policy(environ: dict[str, str]) -> tuple[str, str]:
     return "exit", "default off RunPod"
 
 
-def flag(environ: dict[str, str], name: str, default: bool) -> bool:
-    value = environ.get(name)
-    if value is None:
-        return default
-    value = value.strip().lower()
-    if value in _FALSE:
-        return False
-    if value in _TRUE:
-        return True
-    raise SettingError(f"{name}={value!r} is not a yes/no value", "container env", f"set {name}=1 or {name}=0")
-
-
 def set_args(value: str) -> list[str]:
-    """BESPOKE_SET="max_train_epochs=12 network_dim=64" -> --set max_train_epochs=12 --set network_dim=64.
-
-    Split like a shell, so a value with spaces can be quoted: BESPOKE_SET="output_name='my lora'".
-    """
-    try:
-        words = shlex.split(value)
-    except ValueError as e:
-        raise SettingError(f"BESPOKE_SET cannot be split into words ({e})", "container env",
-                           "balance the quotes, e.g. BESPOKE_SET=\"max_train_epochs=12 network_dim=64\"") from None
-    out: list[str] = []
-    for word in words:
-        name, eq, _ = word.partition("=")
-        if not eq or not name:
-            raise SettingError(f"BESPOKE_SET entry {word!r} is not NAME=VALUE", "container env",
-                               "write it as BESPOKE_SET=\"max_train_epochs=12 network_dim=64\"")
-        out += ["--set", word]
-    return out
+    """BESPOKE_SET="max_train_epochs=12 network_dim=64" -> --set max_train_epochs=12 --set network_dim=64,
+    split as `bespoke` itself splits it (switches.split_sets: like a shell, so values can be quoted)."""
+    return [arg for word in split_sets(value) for arg in ("--set", word)]
 
 
 def extra_args(value: str, environ: dict[str, str] | None = None) -> list[str]:
@@ -123,18 +93,17 @@ def pipeline_argv(argv: list[str], settings: Settings, python: str = sys.executa
     return [python, "-m", "bespoke", "run", *argv[2:], *settings.run_args]
 
 
-def child_env(environ: dict[str, str], workspace: Path, pipeline: bool) -> dict[str, str]:
+def child_env(environ: dict[str, str], workspace: Workspace | Path, pipeline: bool) -> dict[str, str]:
     """The environment every child gets: caches under the workspace (unless the user set them elsewhere),
     a writable HOME, and, for the pipeline, BESPOKE_SET consumed into --set (so it is not applied twice)."""
-    from bespoke.preflight import cache_env  # the package owns the list of cache variables
-
+    ws = Workspace.of(workspace)
     env = dict(environ)
-    env.update(cache_env(workspace, environ))
+    env.update(ws.cache_env(environ))
     # The CUDA driver caches JIT-compiled PTX (xformers ships sm_80 PTX, JIT-compiled on Blackwell).
-    env.setdefault("CUDA_CACHE_PATH", str(workspace / ".cache" / "nv"))
+    env.setdefault("CUDA_CACHE_PATH", str(ws.cuda_cache))
     home = env.get("HOME") or "/"
     if not os.access(home, os.W_OK):  # e.g. docker run --user 1000:1000, where HOME=/
-        env["HOME"] = str(workspace / ".cache" / "home")
+        env["HOME"] = str(ws.home)
         try:
             Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
         except OSError:

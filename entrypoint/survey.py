@@ -11,6 +11,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from bespoke.kohya import pin_check
 from entrypoint import proc
 
 LIBRARIES = ("torch", "torchvision", "xformers", "bitsandbytes", "accelerate", "transformers", "diffusers")
@@ -45,20 +46,14 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def pinned_commit() -> str:
-    from bespoke.kohya import pinned_commit as pin
-
-    return pin()
-
-
 def sd_scripts_line(sd_dir: Path, pin: str) -> tuple[str, str | None]:
-    """The sd-scripts line, and a warning when it is missing or not at the pinned commit."""
-    commit_file = sd_dir / ".bespoke-commit"
-    if not (sd_dir / "sdxl_train_network.py").is_file():
+    """The sd-scripts line, and a warning when it is missing or not at the pinned commit (kohya.pin_check)."""
+    found = pin_check(sd_dir, pin)
+    if not found.present:
         return f"{sd_dir}: missing", (f"sd-scripts is not in {sd_dir}; fix: use the bespoke image unchanged, "
                                       "or set SD_SCRIPTS_DIR to a checkout made by `make sd-scripts`")
-    commit = commit_file.read_text().strip() if commit_file.is_file() else None
-    if commit == pin:
+    commit = found.commit
+    if found.ok:
         return f"{sd_dir} @ {commit[:12]} (the pinned commit)", None
     return f"{sd_dir} @ {commit or 'unknown commit'}", (
         f"sd-scripts in {sd_dir} is at {commit or 'an unknown commit'}, bespoke is pinned to {pin}; "

@@ -15,7 +15,10 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-TOKENIZERS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k")
+from bespoke.kohya import default_dir, pin_check, pinned_commit
+from bespoke.tokens import TOKENIZER_IDS as TOKENIZERS
+from bespoke.tokens import cache_name
+
 # "a photo of a cat" in the CLIP BPE vocabulary, start and end tokens included.
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
 REQUIREMENTS = ("torch-cu128.txt", "sd-scripts.txt")
@@ -31,19 +34,16 @@ def pins(requirements: Path) -> dict[str, str]:
 
 
 def check_sd_scripts(sd_dir: Path, pin: str) -> list[str]:
-    problems = []
-    if not (sd_dir / "sdxl_train_network.py").is_file():
-        problems.append(f"{sd_dir}/sdxl_train_network.py is missing")
-    commit_file = sd_dir / ".bespoke-commit"
-    commit = commit_file.read_text().strip() if commit_file.is_file() else None
-    if commit != pin:
-        problems.append(f"{commit_file} says {commit!r}, bespoke/SD_SCRIPTS_COMMIT says {pin!r}")
+    found = pin_check(sd_dir, pin)
+    problems = [] if found.present else [f"{sd_dir}/sdxl_train_network.py is missing"]
+    if found.commit != pin:
+        problems.append(f"{sd_dir} is at {found.commit!r}, bespoke/SD_SCRIPTS_COMMIT says {pin!r}")
     return problems
 
 
 def tokenizer_dirs(root: Path) -> list[Path]:
     """sd-scripts' --tokenizer_cache_dir layout: the model id with "/" replaced by "_"."""
-    return [root / model_id.replace("/", "_") for model_id in TOKENIZERS]
+    return [root / cache_name(model_id) for model_id in TOKENIZERS]
 
 
 def check_tokenizers(root: Path) -> list[str]:
@@ -110,12 +110,9 @@ def check_compiler() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from bespoke.kohya import pinned_commit
-
     requirements = [Path(a) for a in argv] or [Path("/opt/bespoke/requirements") / n for n in REQUIREMENTS]
     checks = {
-        "sd-scripts": lambda: check_sd_scripts(Path(os.environ.get("SD_SCRIPTS_DIR", "/opt/sd-scripts")),
-                                               pinned_commit()),
+        "sd-scripts": lambda: check_sd_scripts(default_dir(), pinned_commit()),
         "tokenizers": lambda: check_tokenizers(Path(os.environ.get("BESPOKE_TOKENIZER_DIR",
                                                                    "/opt/bespoke/tokenizers"))),
         "versions": lambda: [p for r in requirements for p in check_versions(r)],

@@ -50,3 +50,11 @@ def workspace(tmp_path) -> Path:
     ws = tmp_path / "ws"
     ws.mkdir()
     return ws
+
+
+@pytest.fixture(autouse=True)
+def shown_log():
+    """What the stages say reaches stdout as it does under the CLI (cli.show_log), so capsys sees it."""
+    from bespoke.cli import show_log
+
+    show_log()

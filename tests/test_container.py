@@ -286,6 +286,7 @@ def test_every_env_var_the_entrypoint_reads_is_documented():
     for path in (ROOT / "entrypoint").glob("*.py"):
         read |= set(re.findall(r"""environ\.get\(["']([A-Z_]+)["']""", path.read_text()))
         read |= set(re.findall(r"""\(environ, ["']([A-Z_]+)["']""", path.read_text()))
+        read |= set(re.findall(r"""switch\(["']([A-Z_]+)["']""", path.read_text()))  # bespoke.switches
     assert {"BESPOKE_ON_FINISH", "BESPOKE_SET", "BESPOKE_TENSORBOARD", "PUBLIC_KEY", "RUNPOD_POD_ID"} <= read
     table = (ROOT / "README.md").read_text()
     for var in sorted(read | {"BESPOKE_DATA", "BESPOKE_EXPECT", "BESPOKE_ARGS", "BESPOKE_DEBUG"}):

@@ -179,6 +179,14 @@ def test_a_concept_either_stays_one_folder_inside_the_workspace_or_is_refused(tm
         assert folder.parent == Path("/ws/training_data") and "/" not in concept
 
 
+def test_relative_data_beside_a_relative_workspace_is_not_taken_for_its_insides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_set(tmp_path / "data")
+    assert dataset.find_input(Path("ws"), Path("data")) == Path("data")
+    with pytest.raises(DataError, match="bespoke rebuilds"):
+        dataset.find_input(Path("ws"), Path("ws/output/x"))
+
+
 def test_data_that_holds_or_is_inside_the_built_folders_is_refused(tmp_path):
     ws = tmp_path / "ws"
     write_set(ws / "output" / "mine")
@@ -294,4 +302,6 @@ def test_an_os_error_that_is_a_bug_is_not_worded_away():
         f.write(b"x")
         f.flush()
     worded = from_os_error(e.value)
-    assert worded is not None and "disk is full" in worded.line() and "/dev/full" in worded.line()
+    assert worded is not None and "disk is full" in worded.line()
+    named = from_os_error(OSError(e.value.errno, e.value.strerror, "/dev/full"))  # as atomic_write_bytes raises it
+    assert "/dev/full" in named.line() and "fix: " in named.line()

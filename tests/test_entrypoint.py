@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from bespoke import switches
 from entrypoint import finish, main, mounts, proc, services, settings, survey, verify
 
 PIN = (Path(__file__).parents[1] / "bespoke" / "SD_SCRIPTS_COMMIT").read_text().strip()
@@ -209,12 +210,12 @@ def test_unknown_finish_policy_is_a_one_line_error_naming_the_choices():
                                              ("False", False), ("yes", True)])
 def test_tensorboard_switch(value, expected):
     environ = {} if value is None else {"BESPOKE_TENSORBOARD": value}
-    assert settings.flag(environ, "BESPOKE_TENSORBOARD", default=True) is expected
+    assert switches.switch("BESPOKE_TENSORBOARD", environ) is expected
 
 
 def test_tensorboard_switch_refuses_other_words():
     with pytest.raises(settings.SettingError, match="BESPOKE_TENSORBOARD=1 or BESPOKE_TENSORBOARD=0"):
-        settings.flag({"BESPOKE_TENSORBOARD": "maybe"}, "BESPOKE_TENSORBOARD", default=True)
+        switches.switch("BESPOKE_TENSORBOARD", {"BESPOKE_TENSORBOARD": "maybe"})
 
 
 def test_child_env_puts_caches_under_the_workspace_and_keeps_the_users(env):

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from bespoke import evaluate
 from bespoke.cli import cli
 from bespoke.demo import make_sprite
 from bespoke.errors import BespokeError
+from bespoke.eval import evaluate, pixelart
 
 NAME = evaluate.DEFAULT_OUTPUT_NAME
 
@@ -80,9 +80,9 @@ def test_find_samples_parses_kohya_names_and_keeps_the_newest(tmp_path):
 def test_output_name_comes_from_status_json(tmp_path):
     out = tmp_path / "output"
     out.mkdir()
-    assert evaluate.output_name(out) == NAME
+    assert evaluate.output_name(tmp_path) == NAME
     (out / "status.json").write_text(json.dumps({"output_name": "mine"}))
-    assert evaluate.output_name(out) == "mine"
+    assert evaluate.output_name(tmp_path) == "mine"
 
 
 def test_lora_file_maps_the_last_epoch_to_the_unnumbered_file(tmp_path):
@@ -180,7 +180,7 @@ def test_epoch_alarm_line_and_flag(tmp_path):
     line, alarm = evaluate.epoch_alarm(tmp_path, 3, None)
     assert alarm and line.startswith("epoch 3: 2/4 pixel art")  # half is enough to raise it
     assert evaluate.epoch_alarm(tmp_path, 9, None)[1] is False
-    assert "photos, not pixel art" in evaluate.PHOTO_ALARM
+    assert "photos, not pixel art" in pixelart.PHOTO_ALARM
 
 
 def test_epoch_alarm_without_training_data_skips_the_palette(tmp_path):

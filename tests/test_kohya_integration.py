@@ -35,7 +35,7 @@ def test_flag_list_is_what_sd_scripts_accepts(tmp_path):
 def test_train_probe_skips_the_slow_bitsandbytes_import():
     """`train`'s probe (--imports-only) asks torch for the GPU count and tries xformers, nothing more:
     importing bitsandbytes alone takes seconds of every start (3.3 vs 9.0 s for the probe on the dev box)."""
-    code = ("import json, sys; from bespoke import gpuprobe; out = gpuprobe.probe(imports_only=True); "
+    code = ("import json, sys; from bespoke.launch import gpuprobe; out = gpuprobe.probe(imports_only=True); "
             "print(json.dumps([sorted(out), 'bitsandbytes' in sys.modules]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     keys, imported = json.loads(r.stdout.strip().splitlines()[-1])
@@ -54,7 +54,7 @@ def test_compiled_blocks_train_like_eager_ones():
 
 
 def test_flat_optimizer_and_bucketed_reduce_compute_what_they_replace():
-    """The fast profile's fewer launches (bespoke/fewsteps.py): bitsandbytes' AdamW8bit over flat groups
+    """The fast profile's fewer launches (bespoke/launch/fewsteps.py): bitsandbytes' AdamW8bit over flat groups
     gives the per-tensor result bit for bit, also after a resume, and one all-reduce the per-tensor mean."""
     r = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "flat_step.py"), SD],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -72,21 +72,22 @@ def test_flat_step_trains_the_same_lora(tmp_path):
     optimizer's LoRA equals the per-tensor one, tensor for tensor, bit for bit."""
     from safetensors.torch import load_file
 
-    from bespoke import demo, pipeline, smoke, tinysdxl, tokens
+    from bespoke import demo, pipeline, smoke, tokens
+    from bespoke.launch import tinysdxl
 
     ckpt = tinysdxl.build_checkpoint(Path(SD), tmp_path / "tiny.safetensors")
     demo.write_demo_data(tmp_path / "data", smoke.IMAGES, seed=0)
     overrides = (*smoke.OVERRIDES[:-1], "max_train_epochs=1", f"pretrained_model_name_or_path={ckpt}",
                  "sample_every_n_epochs=100")
     loras = {}
-    for name, script in (("per-tensor", ROOT / "bespoke" / "tinysdxl.py"),
+    for name, script in (("per-tensor", ROOT / "bespoke" / "launch" / "tinysdxl.py"),
                          ("flat", ROOT / "tests" / "scripts" / "flat_train.py")):
         ws = tmp_path / name
         tokens.ensure(tokens.default_dir(ws))
         pipeline.prepare(ws, tmp_path / "data", pipeline.PrepareOptions(resolution=smoke.RESOLUTION, expect=smoke.IMAGES))
         lines = []
-        code = pipeline.train(ws, pipeline.TrainOptions(overrides=overrides, cpu=True, script=script,
-                                                        sample_size=smoke.RESOLUTION, on_line=lines.append))
+        code = pipeline.train(ws, pipeline.TrainOptions(overrides=overrides),
+                              rig=pipeline.Rig(script=script, sample_size=smoke.RESOLUTION), on_line=lines.append)
         assert code == 0, "\n".join(lines[-30:])
         flat = [line for line in lines if "bespoke: AdamW8bit updates" in line]
         assert (name == "flat") == bool(flat), flat

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from bespoke import pixelart
 from bespoke.demo import make_sprite, write_demo_data
 from bespoke.errors import BespokeError
+from bespoke.eval import pixelart
 
 SEEDS = range(6)
 NEAREST, LANCZOS, BOX, BICUBIC = (Image.Resampling.NEAREST, Image.Resampling.LANCZOS, Image.Resampling.BOX,

@@ -5,6 +5,7 @@ import pytest
 
 from bespoke import preflight
 from bespoke.preflight import ERROR, OK, WARN, Gpu
+from bespoke.workspace import CACHE_VARS
 
 GB = 1e9
 
@@ -52,7 +53,7 @@ def test_caches_go_under_the_workspace_unless_set(tmp_path):
     findings = preflight.apply_cache_env(tmp_path, env)
     assert env["HF_HOME"] == "/root/.cache/huggingface"
     assert env["TRITON_CACHE_DIR"] == str(tmp_path.resolve() / ".cache/triton")
-    assert set(preflight.CACHE_VARS) <= set(env)
+    assert set(CACHE_VARS) <= set(env)
     (w,) = findings
     assert w.severity == WARN and "HF_HOME" in w.message and "unset HF_HOME" in w.fix
 

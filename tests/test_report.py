@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bespoke import evaluate, report
 from bespoke.demo import make_sprite
+from bespoke.eval import evaluate, pixelart, report
 
 NAME = evaluate.DEFAULT_OUTPUT_NAME
 BLURRY = (200, 40, 160)  # a flat magenta render: no edges, so not pixel art
@@ -106,7 +106,7 @@ def test_html_is_self_contained_and_says_what_was_recommended(workspace):
     table = page[page.index("<h2>Epochs</h2>") : page.index("<h2>Samples</h2>")]
     assert table.count("<tr>") == 1 + 4 and "<td>base</td>" in table
     assert page.count("not pixel art</td>") == sum(not s["pixel_art"] for e in result["epochs"] for s in e["samples"])
-    assert evaluate.PHOTO_ALARM in page  # epoch 1 is mostly not pixel art
+    assert pixelart.PHOTO_ALARM in page  # epoch 1 is mostly not pixel art
 
 
 def test_html_says_when_there_is_no_loss_history(workspace):

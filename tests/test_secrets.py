@@ -53,14 +53,19 @@ def ready(workspace, data_dir, tmp_path, monkeypatch):
 
 
 def train(ws, recording, overrides, seen_env=None, dry_run=False):
+    """pipeline.train on the CPU rig with the FAKE child at bespoke.proc.spawn, the one process seam."""
+    real_spawn = proc.spawn
+
     def spawn(argv, env, cwd=None):
         if seen_env is not None:
             seen_env.append((argv, env))
         i = next(i for i, a in enumerate(argv) if a.endswith("sdxl_train_network.py"))
-        return proc.spawn([sys.executable, str(FAKE), str(recording), "ok", *argv[i + 1:]], env, cwd)
+        return real_spawn([sys.executable, str(FAKE), str(recording), "ok", *argv[i + 1:]], env, cwd)
 
-    return pipeline.train(ws, pipeline.TrainOptions(overrides=tuple(overrides), cpu=True, spawn=spawn,
-                                                    dry_run=dry_run))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(proc, "spawn", spawn)
+        return pipeline.train(ws, pipeline.TrainOptions(overrides=tuple(overrides), dry_run=dry_run),
+                              rig=pipeline.Rig())
 
 
 def test_tokens_reach_the_child_by_environment_and_nowhere_else(ready, capsys, tmp_path):

@@ -10,8 +10,10 @@ import pytest
 
 from bespoke import pipeline, proc, runs
 from bespoke.errors import BespokeError, TrainingError
+from bespoke.workspace import Workspace
 
 FAKE = Path(__file__).parent / "fakes" / "fake_kohya.py"
+REAL_SPAWN = proc.spawn
 RECORDING = Path(__file__).parent / "data" / "kohya_cpu_epoch1.log"
 RESUMED = Path(__file__).parent / "data" / "kohya_cpu_resume.log"
 
@@ -23,7 +25,7 @@ def fake_spawn(mode, seen=None, recording=None):
         i = next(i for i, a in enumerate(argv) if a.endswith("sdxl_train_network.py"))
         if seen is not None:
             seen.append(argv)
-        return proc.spawn([sys.executable, str(FAKE), str(recording or RECORDING), mode, *argv[i + 1:]], env, cwd)
+        return REAL_SPAWN([sys.executable, str(FAKE), str(recording or RECORDING), mode, *argv[i + 1:]], env, cwd)
 
     return spawn
 
@@ -45,15 +47,25 @@ def ready(workspace, data_dir, tmp_path, monkeypatch):
     return workspace, [f"pretrained_model_name_or_path={base}", "max_train_epochs=3", "resolution=64,64"]
 
 
+def train(ws, spec):
+    """pipeline.train on the CPU rig (no GPU probe), with the FAKE child at bespoke.proc.spawn, the one
+    process seam."""
+    options, mode, seen, recording, hooks = spec
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(proc, "spawn", fake_spawn(mode, seen, recording))
+        return pipeline.train(ws, options, rig=pipeline.Rig(), **hooks)
+
+
 def opts(overrides, mode="ok", **kw):
-    spawn = fake_spawn(mode, kw.pop("seen", None), kw.pop("recording", None))
-    return pipeline.TrainOptions(overrides=tuple(overrides), cpu=True, spawn=spawn, **kw)
+    seen, recording = kw.pop("seen", None), kw.pop("recording", None)
+    hooks = {k: kw.pop(k) for k in ("on_line", "grace") if k in kw}
+    return pipeline.TrainOptions(overrides=tuple(overrides), **kw), mode, seen, recording, hooks
 
 
 def test_fresh_run_writes_loras_done_and_status(ready):
     ws, overrides = ready
     seen = []
-    assert pipeline.train(ws, opts(overrides, seen=seen)) == 0
+    assert train(ws, opts(overrides, seen=seen)) == 0
     out = ws / "output"
     done = json.loads((out / "DONE.json").read_text())
     assert [e["file"] for e in done["epochs"]] == [
@@ -73,7 +85,7 @@ def test_fresh_run_writes_loras_done_and_status(ready):
 def test_save_every_n_epochs_expects_only_the_saved_epochs(ready):
     ws, overrides = ready
     assert runs.saved_epochs(10, 4) == [4, 8, 10] and runs.saved_epochs(3, 1) == [1, 2, 3]
-    assert pipeline.train(ws, opts([*overrides, "save_every_n_epochs=2"])) == 0
+    assert train(ws, opts([*overrides, "save_every_n_epochs=2"])) == 0
     done = json.loads((ws / "output" / "DONE.json").read_text())
     assert [e["epoch"] for e in done["epochs"]] == [2, 3]
 
@@ -84,26 +96,26 @@ def test_fast_profile_without_a_compiler_stops_with_the_fix(ready, monkeypatch, 
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.delenv("BESPOKE_COMPILE", raising=False)
     with pytest.raises(BespokeError, match="fast compiles GPU kernels with Triton, which needs a C compiler") as e:
-        pipeline.train(ws, opts(overrides, profile="fast"))
+        train(ws, opts(overrides, profile="fast"))
     assert "BESPOKE_COMPILE=off" in str(e.value.fix) and "--profile exact" in str(e.value.fix)
-    assert not (ws / "output" / runs.RUN_FILE).exists()  # stopped before anything started
+    assert not Workspace(ws).run_file.exists()  # stopped before anything started
 
 
 def test_second_run_after_done_is_a_no_op(ready, capsys):
     ws, overrides = ready
-    pipeline.train(ws, opts(overrides))
+    train(ws, opts(overrides))
     before = (ws / "output" / "DONE.json").read_bytes()
-    assert pipeline.train(ws, opts(overrides, mode="fail:3")) == 0  # the child is never started
+    assert train(ws, opts(overrides, mode="fail:3")) == 0  # the child is never started
     assert (ws / "output" / "DONE.json").read_bytes() == before
     assert "nothing to do" in capsys.readouterr().out
 
 
 def test_different_recipe_never_overwrites_a_finished_run(ready):
     ws, overrides = ready
-    pipeline.train(ws, opts(overrides))
+    train(ws, opts(overrides))
     with pytest.raises(BespokeError, match="finished run with a different recipe"):
-        pipeline.train(ws, opts([*overrides, "network_dim=64"]))
-    assert pipeline.train(ws, opts([*overrides, "network_dim=64"], force=True)) == 0
+        train(ws, opts([*overrides, "network_dim=64"]))
+    assert train(ws, opts([*overrides, "network_dim=64"], force=True)) == 0
     (archived,) = (ws / "archive").iterdir()
     assert (archived / "DONE.json").exists() and (archived / "bespoke_baby_sdxl.safetensors").exists()
     assert (ws / "output" / "dataset-preview.png").exists()  # the data's preview stays with the data
@@ -125,10 +137,10 @@ def test_resume_from_the_newest_complete_state(ready):
     overrides = [o for o in overrides if not o.startswith("max_train_epochs")] + ["max_train_epochs=2"]
     out = ws / "output"
     with pytest.raises(TrainingError):
-        pipeline.train(ws, opts(overrides, mode="fail:1"))
+        train(ws, opts(overrides, mode="fail:1"))
     _states(out, 1, 2)  # epoch 1 finished; epoch 2's state was cut off mid-write
     seen = []
-    assert pipeline.train(ws, opts(overrides, seen=seen, recording=RESUMED)) == 0
+    assert train(ws, opts(overrides, seen=seen, recording=RESUMED)) == 0
     assert f"--resume={out / 'bespoke_baby_sdxl-000001-state'}" in seen[0]
     status = json.loads((out / "status.json").read_text())
     assert status["step"] == status["total"] == 30  # kohya's bar restarts at 0/20; bespoke counts the whole run
@@ -138,10 +150,10 @@ def test_resume_that_restarts_at_epoch_1_is_refused(ready):
     ws, overrides = ready
     overrides = [o for o in overrides if not o.startswith("max_train_epochs")] + ["max_train_epochs=2"]
     with pytest.raises(TrainingError):
-        pipeline.train(ws, opts(overrides, mode="fail:1"))
+        train(ws, opts(overrides, mode="fail:1"))
     _states(ws / "output", 1, 2)
     with pytest.raises(TrainingError, match="resumed at epoch 1/2, expected 2/2"):
-        pipeline.train(ws, opts(overrides, recording=RECORDING))  # replays a run that starts at epoch 1
+        train(ws, opts(overrides, recording=RECORDING))  # replays a run that starts at epoch 1
 
 
 def test_failure_maps_to_a_known_fix(ready, tmp_path, monkeypatch):
@@ -150,7 +162,7 @@ def test_failure_maps_to_a_known_fix(ready, tmp_path, monkeypatch):
     oom.write_bytes(RECORDING.read_bytes() + b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n")
     monkeypatch.setattr(sys.modules[__name__], "RECORDING", oom)
     with pytest.raises(TrainingError) as e:
-        pipeline.train(ws, opts(overrides, mode="fail:1"))
+        train(ws, opts(overrides, mode="fail:1"))
     assert "out of memory" in e.value.what and "train_batch_size=1" in e.value.fix and "train-" in e.value.where
     status = json.loads((ws / "output" / "status.json").read_text())
     assert status["stage"] == "failed" and "OutOfMemoryError" in status["last_error"]
@@ -165,7 +177,7 @@ def test_sigterm_is_forwarded_and_recorded(ready):
             sent.append(line)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    code = pipeline.train(ws, opts(overrides, mode="hang", grace=10, on_line=terminate_once_running))
+    code = train(ws, opts(overrides, mode="hang", grace=10, on_line=terminate_once_running))
     assert sent and code == 143
     assert (ws / "output" / "fake-got-sigterm").read_text() == str(int(signal.SIGTERM))
     status = json.loads((ws / "output" / "status.json").read_text())
@@ -173,7 +185,7 @@ def test_sigterm_is_forwarded_and_recorded(ready):
 
 
 def gpu_probe(name, memory_gb, capability):
-    """What bespoke.gpuprobe answers on a one-GPU pod (its own process: the seam, replaced by this answer)."""
+    """What bespoke.launch.gpuprobe answers on a one-GPU pod (its own process: the seam, replaced by this answer)."""
     return {"torch": "2.11.0", "device_count": 1, "arch_list": ["sm_90"], "xformers": {"ok": True},
             "gpus": [{"index": 0, "name": name, "memory_gb": memory_gb, "capability": list(capability)}]}
 
@@ -187,9 +199,9 @@ def test_the_default_profile_follows_the_gpu(ready, capsys, monkeypatch, card, a
     ws, overrides = ready
     monkeypatch.delenv("BESPOKE_PROFILE", raising=False)
     monkeypatch.setattr("bespoke.preflight.compiler_problem", lambda: None)  # FAKE toolchain: cc and Python.h
-    o = pipeline.TrainOptions(overrides=tuple(overrides), dry_run=True, probed=gpu_probe(*card), profile=asked,
-                              spawn=fake_spawn("fail:9"))
-    assert pipeline.train(ws, o) == 0
+    monkeypatch.setattr(proc, "spawn", fake_spawn("fail:9"))
+    o = pipeline.TrainOptions(overrides=tuple(overrides), dry_run=True, profile=asked)
+    assert pipeline.train(ws, o, probed=gpu_probe(*card)) == 0
     out = capsys.readouterr().out
     (cmd,) = [line for line in out.splitlines() if "accelerate.commands.launch" in line]
     assert f"profile: {expect} (" in out
@@ -201,7 +213,7 @@ def test_the_default_profile_follows_the_gpu(ready, capsys, monkeypatch, card, a
 
 def test_dry_run_prints_math_and_one_command_and_starts_nothing(ready, capsys):
     ws, overrides = ready
-    assert pipeline.train(ws, opts(overrides, mode="fail:9", dry_run=True)) == 0
+    assert train(ws, opts(overrides, mode="fail:9", dry_run=True)) == 0
     out = capsys.readouterr().out
     assert "3 x 10 = 30" in out and "15 x 3 epochs = 45" in out
     (cmd,) = [line for line in out.splitlines() if "accelerate.commands.launch" in line]

@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL  # noqa: E402
 from library import model_util, sdxl_model_util, sdxl_original_unet  # noqa: E402
 from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
 
-from bespoke.tinysdxl import sdxl_text_configs  # noqa: E402
+from bespoke.launch.tinysdxl import sdxl_text_configs  # noqa: E402
 
 t0 = time.time()
 torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Where a training step's time goes: bespoke/fastsdxl.py (or no patch: PROFILED_BASE=exact) plus timers.
+"""Where a training step's time goes: bespoke/launch/fastsdxl.py (or no patch: PROFILED_BASE=exact) plus timers.
 
     accelerate launch ... profiled.py <sd-scripts>/sdxl_train_network.py ARGS...
     (run.sh's `prof*` configs swap it in for the launcher in bespoke's launch line)
@@ -127,11 +127,11 @@ def patch(sd_scripts):
         sys.path.insert(0, str(sd_scripts))
     base = os.environ.get("PROFILED_BASE", "fast")
     if base == "fast":
-        from bespoke import fastsdxl
+        from bespoke.launch import fastsdxl
 
         fastsdxl.patch(sd_scripts)
     elif base == "tiny":  # the CPU check: the smoke test's tiny SDXL
-        from bespoke import tinysdxl
+        from bespoke.launch import tinysdxl
 
         tinysdxl.patch(sd_scripts)
     install(sd_scripts)
@@ -139,6 +139,6 @@ def patch(sd_scripts):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from bespoke.kohya import run_patched
+    from bespoke.launch.patching import run_patched
 
     run_patched(patch)

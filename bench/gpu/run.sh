@@ -73,7 +73,7 @@ raw_train() {  # NAME WS EPOCHS [bespoke train options]: the argv bespoke would 
   line=${line//"$ws/output"/"$ws/raw_out"}
   if [ -n "${PROFILED:-}" ]; then
     script=$SD_SCRIPTS_DIR/sdxl_train_network.py
-    line=${line//"$REPO/bespoke/fastsdxl.py "/}
+    line=${line//"$REPO/bespoke/launch/fastsdxl.py "/}
     line=${line//"$script"/"$REPO/bench/gpu/profiled.py $script"}
   fi
   python3 -c "from bespoke import recipe; print(recipe.prompt_file_text(width=1024, height=1024), end='')" \
@@ -94,7 +94,7 @@ diag() {  # where the seconds before sd-scripts' first line go: each start-up pi
   for i in cold warm; do
     { echo "--- $i" >&3
       tm "import torch" python3 -c "import torch"
-      tm "bespoke.gpuprobe --imports-only" python3 -m bespoke.gpuprobe --imports-only >/dev/null
+      tm "bespoke.launch.gpuprobe --imports-only" python3 -m bespoke.launch.gpuprobe --imports-only >/dev/null
       tm "nvidia-smi query" nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,noheader
       tm "bespoke train --dry-run" python3 -m bespoke train --workspace "$B/ws0" $(common 2) --profile exact --dry-run >/dev/null
       tm "accelerate launch (empty script)" python3 -m accelerate.commands.launch --num_processes 1 --mixed_precision bf16 /dev/null

@@ -1,4 +1,4 @@
-"""One training step of a tiny SDXL with LoRA, eager and then through bespoke/fastsdxl.py's compiled blocks.
+"""One training step of a tiny SDXL with LoRA, eager and then through bespoke/launch/fastsdxl.py's compiled blocks.
 
     python compiled_blocks.py <sd-scripts>    prints JSON: both losses, the gradients' relative difference,
                                               and dynamo's graph counts
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from bespoke import fastsdxl, tinysdxl
+from bespoke.launch import fastsdxl, tinysdxl
 
 sd = Path(sys.argv[1])
 tinysdxl.patch(sd)

@@ -62,7 +62,7 @@ def max_diff(a, b):
 
 def reduce_worker(rank, port, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    from bespoke.fewsteps import reduce_mean
+    from bespoke.launch.fewsteps import reduce_mean
 
     g = torch.Generator().manual_seed(rank)
     gs = [torch.randn(s, generator=g) for s in SHAPES[0] + SHAPES[1]]
@@ -80,7 +80,7 @@ def reduce_worker(rank, port, out):
 def main():
     sd = sys.argv[1]
     sys.path.insert(0, sd)
-    from bespoke import fewsteps
+    from bespoke.launch import fewsteps
 
     ref_ps = params()
     ref = make_opt(ref_ps)

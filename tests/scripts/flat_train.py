@@ -5,8 +5,8 @@
 test_kohya_integration trains one epoch with it and one with tinysdxl.py alone, and compares the LoRAs.
 """
 
-from bespoke import fewsteps, tinysdxl
-from bespoke.kohya import run_patched
+from bespoke.launch import fewsteps, tinysdxl
+from bespoke.launch.patching import run_patched
 
 
 def patch(sd_scripts):

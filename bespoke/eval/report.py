@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bespoke import pixelart, safeio
+from bespoke import safeio
+from bespoke.eval import pixelart
 
 THUMB = 168  # px, the sample's thumbnail
 SPRITE_SCALE = 7  # a 24 px sprite shown at 168 px, next to its sample
@@ -205,13 +206,11 @@ def html(result: dict, sheet: Image.Image, loss: list[dict] | None) -> str:
         box += "<p>The score only looks for pixel-art structure; look at the sheet before you trust it.</p></div>"
     else:
         box = f'<div class="warn"><h2>No epoch recommended</h2><p>{_esc(result["reason"])}.</p></div>'
-    if any(e["epoch"] > 0 and 2 * (e["count"] - e["pixel_art"]) >= e["count"] for e in result["epochs"]):
-        from bespoke.evaluate import PHOTO_ALARM
-
-        box += f'<div class="warn"><p>Some epochs: {_esc(PHOTO_ALARM)}.</p></div>'
+    if any(e["epoch"] > 0 and pixelart.looks_like_photos(e["pixel_art"], e["count"]) for e in result["epochs"]):
+        box += f'<div class="warn"><p>Some epochs: {_esc(pixelart.PHOTO_ALARM)}.</p></div>'
 
     loss_html = loss_svg(loss) if loss else (
-        f"<p>No loss history: <code>{_esc(result['workspace'])}/output/logs/loss.jsonl</code> was not found "
+        f"<p>No loss history: <code>{_esc(result['loss_file'])}</code> was not found "
         "(the training follower writes it during <code>bespoke train</code>).</p>")
     epochs = _table(
         ["epoch", "samples", "pixel art", "on palette", "mean score", "mean loss", "LoRA"],

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from bespoke.launch.patching import rebind
+
 BLOCK = 256  # bitsandbytes' blockwise 8-bit optimizers: one absmax per 256 elements (init_state)
 MEMBERS = "bespoke_flat_members"  # param-group key: indices of the group's params the flat copy holds
 
@@ -135,9 +137,9 @@ def flatten_8bit_groups() -> None:
                 _flatten(self, saved)
         return load_state_dict(self, state_dict, *args, **kwargs)
 
-    Optimizer8bit.step = flat_step
-    Optimizer8bit.zero_grad = flat_zero_grad
-    Optimizer8bit.load_state_dict = flat_load_state_dict
+    rebind(Optimizer8bit, "step", flat_step)
+    rebind(Optimizer8bit, "zero_grad", flat_zero_grad)
+    rebind(Optimizer8bit, "load_state_dict", flat_load_state_dict)
     Optimizer8bit._bespoke_flat_patched = True
     # torch.optim hooks the step of each optimizer class it makes (a profiler wrapper on the subclass, e.g.
     # AdamW8bit.step): drop those made before the patch, so that the next optimizer hooks flat_step instead
@@ -177,5 +179,5 @@ def bucketed_all_reduce() -> None:
             return  # accelerate's reduce only clones each gradient on one process
         reduce_mean([p.grad for p in network.parameters() if p.grad is not None])
 
-    train_network.NetworkTrainer.all_reduce_network = all_reduce_network
+    rebind(train_network.NetworkTrainer, "all_reduce_network", all_reduce_network)
     train_network.NetworkTrainer._bespoke_bucketed = True

@@ -1,6 +1,6 @@
 """The `fast` profile's launcher: compiles SDXL's repeated blocks with torch.compile, from outside sd-scripts.
 
-A training step is bound by the host launching ~40k small kernels, not by the GPU (bench/RESULTS.md).
+A training step is bound by the host launching ~18k small kernels, not by the GPU (bench/RESULTS.md).
 Compiling fuses the elementwise work (norms, LoRA's scale-and-add, GEGLU, residuals) and launches the
 rest from generated code. sd-scripts' own `--torch_compile` crashes in step 1 (strategy_sdxl.py calls
 len() on the compiled text-encoder wrapper accelerate 1.6.0 keeps), and compiling the whole UNet
@@ -10,7 +10,7 @@ shape share one compiled graph, so SDXL needs a few dozen small graphs, not one 
 modules those blocks call (networks/lora.py rebinds each Linear's forward) are traced into the same
 graphs: the math is the blocks' own. Gradient checkpointing still wraps the compiled bodies.
 
-It also cuts the per-tensor launches around the step (bespoke/fewsteps.py): AdamW8bit over one flat
+It also cuts the per-tensor launches around the step (bespoke/launch/fewsteps.py): AdamW8bit over one flat
 copy of each parameter group, and one gradient all-reduce instead of one per tensor, bit for bit the
 same. BESPOKE_FLAT_STEP=off leaves those as sd-scripts has them.
 
@@ -26,11 +26,12 @@ BESPOKE_CPP_WRAPPER=0 turns that off. As a program it is accelerate's training s
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from pathlib import Path
 
-MODES = ("default", "max-autotune-no-cudagraphs", "off")
+from bespoke import switches
+from bespoke.launch.patching import rebind, run_patched, use_sd_scripts
+
+MODES = switches.COMPILE_MODES
 # (module, class, method): the bodies that repeat. forward_body, not forward, so that sd-scripts'
 # gradient checkpointing (which wraps forward_body in forward) recomputes the compiled body.
 BLOCKS = (
@@ -45,13 +46,12 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     """Compile each repeated block's method with the given mode. Idempotent. Returns the mode used.
     (backend="aot_eager" traces the same graphs, forward and backward, without generating kernels:
     the CPU test uses it.)"""
-    mode = mode or os.environ.get("BESPOKE_COMPILE", "default")
+    mode = mode or switches.compile_mode()
     if mode not in MODES:
         raise SystemExit(f"BESPOKE_COMPILE={mode}: use one of {', '.join(MODES)}")
-    if str(sd_scripts) not in sys.path:
-        sys.path.insert(0, str(sd_scripts))
-    if os.environ.get("BESPOKE_FLAT_STEP", "on") != "off":
-        from bespoke import fewsteps
+    use_sd_scripts(sd_scripts)
+    if switches.switch("BESPOKE_FLAT_STEP"):
+        from bespoke.launch import fewsteps
 
         fewsteps.flatten_8bit_groups()
         fewsteps.bucketed_all_reduce()
@@ -61,7 +61,7 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     import torch
     import torch._dynamo
 
-    if os.environ.get("BESPOKE_CPP_WRAPPER", "1") != "0":  # launch the kernels from C++: 1.22x (bench/RESULTS.md)
+    if switches.switch("BESPOKE_CPP_WRAPPER"):  # launch the kernels from C++: 1.22x (bench/RESULTS.md)
         from bespoke.preflight import cpp_launcher_problem
 
         if lack := cpp_launcher_problem():
@@ -81,13 +81,11 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
         options = {"backend": backend, "dynamic": False}
         if backend == "inductor":
             options["mode"] = None if mode == "default" else mode
-        setattr(cls, method, torch.compile(original, **options))
+        rebind(cls, method, torch.compile(original, **options))
         cls._bespoke_compiled = method
     print(f"bespoke fastsdxl: {len(BLOCKS)} block types compiled with torch.compile mode={mode}", flush=True)
     return mode
 
 
 if __name__ == "__main__":
-    from bespoke.kohya import run_patched
-
     run_patched(patch)

@@ -37,6 +37,14 @@ PERIOD_TOL = 0.08  # verdict: the measured grid period within 8% of width / grid
 
 PALETTE_P95_MAX = 12.0  # palette: 95th percentile CIELAB distance of sprite colours to the training palette
 COLOUR_MERGE = 8.0  # CIELAB distance under which two sprite colours count as one when counting
+PHOTO_ALARM = "samples look like photos, not pixel art (the SD 1.5 failure)"
+
+
+def looks_like_photos(pixel_art: int, count: int) -> bool:
+    """The photo alarm: at least half of an epoch's samples are not pixel art (the SD 1.5 failure)."""
+    return count > 0 and 2 * (count - pixel_art) >= count
+
+
 MIN_CELL = 16  # px; smaller renders are enlarged (nearest, integer factor) so cells have an inside and edges
 
 

@@ -1,28 +1,26 @@
 """Evaluation: score every epoch's samples, recommend an epoch, copy its LoRA, write the report.
 
-Inputs are what sd-scripts and the training follower leave in $WS/output/: samples in sample/,
-one LoRA per epoch, status.json and logs/loss.jsonl. Outputs go to $WS/output/report/ (report.json,
-contact-sheet.png, report.html, sprites/) and $WS/output/best.safetensors with its sha256.
+Inputs are what sd-scripts and the training follower leave in the workspace's output (Workspace:
+samples, one LoRA per epoch, status.json and loss.jsonl). Outputs go to its report folder (report.json,
+contact-sheet.png, report.html, sprites/) and best.safetensors with its sha256.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bespoke import pixelart, safeio
+from bespoke import recipe, runs, safeio
 from bespoke.errors import BespokeError
-from bespoke.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from bespoke.eval import pixelart, report
+from bespoke.fsutil import atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from bespoke.workspace import Workspace
 
-PHOTO_ALARM = "samples look like photos, not pixel art (the SD 1.5 failure)"
-DEFAULT_OUTPUT_NAME = "bespoke_baby_sdxl"
+DEFAULT_OUTPUT_NAME = recipe.OUTPUT_NAME
 # kohya's train_util.sample_image_inference: {output_name}_e{epoch:06d}_{prompt:02d}_{timestamp}[_{seed}].png
 SAMPLE_NAME = re.compile(r"^(?P<name>.+)_e(?P<epoch>\d{6})_(?P<prompt>\d{2})_(?P<ts>\d{14})(?:_(?P<seed>\d+))?$")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -79,14 +77,10 @@ class Recommendation:
     ranking: list[int] = field(default_factory=list)
 
 
-def output_dir(workspace: Path) -> Path:
-    return Path(workspace) / "output"
-
-
-def output_name(output: Path) -> str:
+def output_name(ws: Workspace | Path) -> str:
     """The run's output name from status.json, else sd-scripts' name in our recipe."""
     try:
-        name = json.loads((output / "status.json").read_text()).get("output_name")
+        name = json.loads(Workspace.of(ws).status.read_text()).get("output_name")
     except (OSError, ValueError, AttributeError):
         name = None
     return name or DEFAULT_OUTPUT_NAME
@@ -106,9 +100,9 @@ def find_samples(sample_dir: Path, name: str) -> list[Sample]:
     return sorted(latest.values(), key=lambda s: (s.epoch, s.prompt))
 
 
-def default_palette_dir(workspace: Path) -> Path | None:
-    """$WS/training_data when it holds images (prepare writes them there), else no palette check."""
-    folder = Path(workspace) / "training_data"
+def default_palette_dir(ws: Workspace | Path) -> Path | None:
+    """The workspace's training_data when it holds images (prepare writes them there), else no palette check."""
+    folder = Workspace.of(ws).training_data
     if folder.is_dir() and safeio.image_files(folder, IMAGE_SUFFIXES):
         return folder
     return None
@@ -125,7 +119,7 @@ def palette_for(folder: Path | None, grid: int) -> pixelart.Palette | None:
     if not folder.is_dir():
         raise BespokeError("palette folder not found", str(folder), "pass the training images' folder")
     files = safeio.image_files(folder, IMAGE_SUFFIXES)
-    stats = ((str(p), st.st_mtime_ns, st.st_size) for p, st in ((p, os.lstat(p)) for p in files))
+    stats = ((str(p), st.st_mtime_ns, st.st_size) for p, st in ((p, p.lstat()) for p in files))
     key = (str(folder.resolve()), grid, tuple(stats))
     if key not in _palettes:
         _palettes.clear()
@@ -150,11 +144,12 @@ def _png(img) -> bytes:
 
 
 def lora_file(output: Path, name: str, epoch: int, last_epoch: int) -> Path | None:
-    """kohya saves epoch N as <name>-00000N.safetensors, except the last one, saved as <name>.safetensors."""
-    numbered = output / f"{name}-{epoch:06d}.safetensors"
+    """Epoch N's LoRA in `output` (kohya's naming: runs.epoch_file), the numbered name first; the last
+    epoch's may have only the unnumbered name."""
+    numbered = runs.numbered_file(output, name, epoch)
     if numbered.is_file():
         return numbered
-    final = output / f"{name}.safetensors"
+    final = runs.epoch_file(output, name, epoch, epoch)
     return final if epoch == last_epoch and final.is_file() else None
 
 
@@ -215,60 +210,47 @@ def recommend(epochs: list[Epoch]) -> Recommendation:
     return Recommendation(best, runner, reason, [e.epoch for e in ranked])
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the LoRA is for downloading
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def publish_best(output: Path, lora: Path | None) -> dict | None:
+def publish_best(ws: Workspace, lora: Path | None) -> dict | None:
     """Copy the recommended LoRA to best.safetensors with a sha256sum-style checksum beside it.
 
     Without a recommendation an older best.safetensors is removed: it would belong to another run.
     """
-    best, checksum = output / "best.safetensors", output / "best.safetensors.sha256"
+    best = ws.best
+    checksum = best.with_name(best.name + ".sha256")
     if lora is None:
         best.unlink(missing_ok=True)
         checksum.unlink(missing_ok=True)
         return None
-    _atomic_copy(lora, best)
+    atomic_copy(lora, best)
     digest = sha256_file(best)
     atomic_write_text(checksum, f"{digest}  {best.name}\n")
     return {"path": str(best), "sha256": digest, "source": str(lora)}
 
 
-def evaluate(workspace: Path, grid: int = pixelart.GRID, palette_dir: Path | None = None) -> dict:
+def evaluate(workspace: Workspace | Path, grid: int = pixelart.GRID, palette_dir: Path | None = None) -> dict:
     """Score every sample, write the sprites and the report, copy the recommended LoRA; returns report.json."""
-    from bespoke import report  # the drawing lives there; imported here to keep the alarm light
-
-    output = output_dir(workspace)
-    name = output_name(output)
-    samples = find_samples(output / "sample", name)
+    ws = Workspace.of(workspace)
+    name = output_name(ws)
+    samples = find_samples(ws.samples, name)
     if not samples:
         raise BespokeError(
-            f"no samples named {name}_e<epoch>_... to evaluate", str(output / "sample"),
+            f"no samples named {name}_e<epoch>_... to evaluate", str(ws.samples),
             "train with sample prompts (bespoke run does), or check --workspace",
         )
-    report_dir = output / "report"
+    report_dir = ws.report
     if palette_dir is not None and _overlap(Path(palette_dir), report_dir):
         raise BespokeError("the palette folder overlaps the report folder, which evaluate rewrites",
                            safeio.show(palette_dir), "pass --palette-from the training images' folder")
-    palette_dir = palette_dir or default_palette_dir(workspace)
+    palette_dir = palette_dir or default_palette_dir(ws)
     palette = palette_for(palette_dir, grid)
     score_samples(samples, palette, grid, report_dir / "sprites")
-    loss = read_loss(output / "logs" / "loss.jsonl")
-    epochs = summarise(samples, output, name, max(s.epoch for s in samples), loss, palette is not None)
+    loss = read_loss(ws.loss)
+    epochs = summarise(samples, ws.output, name, max(s.epoch for s in samples), loss, palette is not None)
     rec = recommend(epochs)
-    best = publish_best(output, rec.epoch.lora if rec.epoch else None)
+    best = publish_best(ws, rec.epoch.lora if rec.epoch else None)
     result = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "workspace": str(workspace), "output_name": name, "grid": grid,
+        "workspace": str(ws.root), "output_name": name, "grid": grid,
         "palette": None if palette is None else {
             "source": palette.source, "colours": len(palette.colours), "count_range": list(palette.count_range),
         },
@@ -277,7 +259,7 @@ def evaluate(workspace: Path, grid: int = pixelart.GRID, palette_dir: Path | Non
         "runner_up": rec.runner_up.as_dict() if rec.runner_up else None,
         "reason": rec.reason, "ranking": rec.ranking, "best": best,
         "epochs": [{**e.as_dict(), "samples": [s.as_dict() for s in samples if s.epoch == e.epoch]} for e in epochs],
-        "loss": {"path": str(output / "logs" / "loss.jsonl"), "points": len(loss)} if loss else None,
+        "loss": {"path": str(ws.loss), "points": len(loss)} if loss else None, "loss_file": str(ws.loss),
         "contact_sheet": str(report_dir / "contact-sheet.png"),
         "html": str(report_dir / "report.html"),
     }
@@ -289,9 +271,9 @@ def evaluate(workspace: Path, grid: int = pixelart.GRID, palette_dir: Path | Non
 
 
 def _overlap(a: Path, b: Path) -> bool:
-    """One folder is, holds or is inside the other (after resolving links)."""
-    a, b = Path(os.path.realpath(a)), Path(os.path.realpath(b))
-    return a == b or a in b.parents or b in a.parents
+    """One folder is, holds or is inside the other (links followed: the workspace's containment rule)."""
+    a, b = Path(a).absolute(), Path(b).absolute()  # contains() takes a relative path from its own root
+    return Workspace(a).contains(b) or Workspace(b).contains(a)
 
 
 def thresholds() -> dict:
@@ -303,16 +285,16 @@ def thresholds() -> dict:
     }
 
 
-def epoch_alarm(workspace: Path, epoch: int, palette_dir: Path | None) -> tuple[str, bool]:
-    """One line on an epoch's samples, and True when at least half of them are not pixel art.
+def epoch_alarm(workspace: Workspace | Path, epoch: int, palette_dir: Path | None) -> tuple[str, bool]:
+    """One line on an epoch's samples, and True when they look like photos (pixelart.looks_like_photos).
 
-    Without palette_dir the prepared training data in $WS/training_data is the palette, if any.
+    Without palette_dir the prepared training data (the workspace's training_data) is the palette, if any.
     """
-    output = output_dir(workspace)
-    samples = [s for s in find_samples(output / "sample", output_name(output)) if s.epoch == epoch]
+    ws = Workspace.of(workspace)
+    samples = [s for s in find_samples(ws.samples, output_name(ws)) if s.epoch == epoch]
     if not samples:
-        return f"epoch {epoch}: no samples in {output / 'sample'}", False
-    palette = palette_for(palette_dir or default_palette_dir(workspace), pixelart.GRID)
+        return f"epoch {epoch}: no samples in {ws.samples}", False
+    palette = palette_for(palette_dir or default_palette_dir(ws), pixelart.GRID)
     score_samples(samples, palette, pixelart.GRID)
     n, good = len(samples), sum(s.score.pixel_art for s in samples)
     line = f"epoch {epoch}: {good}/{n} pixel art"
@@ -321,7 +303,7 @@ def epoch_alarm(workspace: Path, epoch: int, palette_dir: Path | None) -> tuple[
     else:
         off = sum(not s.score.palette_ok for s in samples)
         line += ", palette ok" if off == 0 else f", palette off in {off}/{n}"
-    return line, 2 * (n - good) >= n
+    return line, pixelart.looks_like_photos(good, n)
 
 
 def summary_lines(result: dict) -> list[str]:

@@ -1,7 +1,8 @@
 """A tiny SDXL-shaped model for the CPU smoke test, made by rebinding sd-scripts' constants from outside.
 
-sd-scripts hardcodes SDXL's sizes. Rebinding seven module-level names before its unmodified training
-script runs (through runpy) shrinks every part while keeping the architecture, the class names that
+sd-scripts hardcodes SDXL's sizes. Rebinding four module-level constants and two callables (the
+transformer block's __init__ and the text encoders' config) before its unmodified training script runs
+(through runpy, each through bespoke.launch.patching.rebind) shrinks every part while keeping the architecture, the class names that
 networks/lora.py targets, and the single-file checkpoint format. Used only by the smoke path; imports
 torch and sd-scripts, so nothing else in bespoke imports it.
 
@@ -11,8 +12,9 @@ As a program it is accelerate's training script:  tinysdxl.py <sd-scripts>/sdxl_
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
+
+from bespoke.launch.patching import rebind, run_patched, use_sd_scripts
 
 CHANNELS = 32  # UNet base channels: a multiple of 32 for GroupNorm (SDXL: 320)
 TIME_EMBED = 128  # SDXL: 1280
@@ -30,17 +32,16 @@ _TE_SIZES = {  # chosen by the original hidden size
 
 def patch(sd_scripts: Path) -> None:
     """Rebind sd-scripts' SDXL sizes to the tiny ones. Idempotent."""
-    if str(sd_scripts) not in sys.path:
-        sys.path.insert(0, str(sd_scripts))
+    use_sd_scripts(sd_scripts)
     from library import model_util, sdxl_model_util
     from library import sdxl_original_unet as unet
 
     if getattr(unet, "_bespoke_tiny", False):
         return
-    unet.MODEL_CHANNELS = CHANNELS
-    unet.TIME_EMBED_DIM = TIME_EMBED  # computed once at import from 320, so set on its own
-    unet.ADM_IN_CHANNELS = TE_PROJECTION + 1536  # pooled TE2 projection + six 256-d size embeddings
-    model_util.VAE_PARAMS_CH = VAE_CHANNELS
+    rebind(unet, "MODEL_CHANNELS", CHANNELS)
+    rebind(unet, "TIME_EMBED_DIM", TIME_EMBED)  # computed once at import from 320, so set on its own
+    rebind(unet, "ADM_IN_CHANNELS", TE_PROJECTION + 1536)  # pooled TE2 projection + six 256-d size embeddings
+    rebind(model_util, "VAE_PARAMS_CH", VAE_CHANNELS)
 
     original_init = unet.Transformer2DModel.__init__
 
@@ -51,7 +52,7 @@ def patch(sd_scripts: Path) -> None:
         kwargs["num_transformer_layers"] = min(kwargs.get("num_transformer_layers", 1), 1)
         original_init(self, *args, **kwargs)
 
-    unet.Transformer2DModel.__init__ = tiny_init
+    rebind(unet.Transformer2DModel, "__init__", tiny_init)
 
     real_config = sdxl_model_util.CLIPTextConfig
 
@@ -59,7 +60,7 @@ def patch(sd_scripts: Path) -> None:
         kwargs.update(_TE_SIZES.get(kwargs.get("hidden_size"), {}))
         return real_config(**kwargs)
 
-    sdxl_model_util.CLIPTextConfig = tiny_config
+    rebind(sdxl_model_util, "CLIPTextConfig", tiny_config)
     unet._bespoke_tiny = True
 
 
@@ -101,6 +102,4 @@ def build_checkpoint(sd_scripts: Path, path: Path, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    from bespoke.kohya import run_patched
-
     run_patched(patch)

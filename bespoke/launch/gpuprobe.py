@@ -1,6 +1,6 @@
 """What torch sees of the GPUs, and whether xformers and bitsandbytes work on them, as JSON.
 
-Run as its own process (`python -m bespoke.gpuprobe [--imports-only]`, through bespoke.proc; --imports-only
+Run as its own process (`python -m bespoke.launch.gpuprobe [--imports-only]`, through bespoke.proc; --imports-only
 is what `train` needs before it launches: the GPUs and whether xformers imports, no kernels): touching
 CUDA creates a context that holds GPU memory and shares the card for as long as the process lives, and
 bespoke's launcher lives as long as the training. Nothing CUDA happens in the launcher itself.

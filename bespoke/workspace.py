@@ -1,0 +1,208 @@
+"""The workspace: the one owner of bespoke's on-disk layout, its cache environment and containment.
+
+Every stage and the entrypoint take a `Workspace`; no other module joins a workspace path from a
+string. The layout, under the root (`/workspace` in the container, `--workspace` / `BESPOKE_WORKSPACE`):
+
+    dataset/                  the user's images and captions (one of the default inputs)
+    runpod_package/training_data/   the other default input, the user's RunPod upload
+    training_data/            prepare's layout: <repeats>_<concept>/ with bespoke's manifest
+    output/                   sd-scripts' output_dir: the epoch LoRAs and their training state
+        status.json run.json DONE.json sample-prompts.txt dataset-preview.png best.safetensors
+        logs/                 the training logs, TensorBoard's events, loss.jsonl
+        sample/               kohya's per-epoch samples
+        report/               evaluate's report.html, report.json, contact-sheet.png, sprites/
+    archive/                  runs that --force moved aside
+    .cache/                   every ML library's cache (CACHE_VARS), the tokenizers, the GPU probe's answer
+
+Use it as:
+
+    ws = Workspace(path)          # or Workspace.of(path_or_workspace)
+    ws.training_data, ws.output, ws.status, ws.done_file, ws.logs, ws.samples, ws.report ...
+    ws.cache_env()                # the cache variables under ws/.cache, keeping those the user set
+    ws.contains(path)             # True when path resolves inside the workspace
+
+A `Workspace` is frozen and names paths only: nothing here writes, except `apply_cache_env` (to the
+environment it is given).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = "/workspace"
+RUN_FILE = "run.json"
+DONE_FILE = "DONE.json"
+
+# Every cache that ML libraries write, relative to the workspace (the notes' full root disk).
+CACHE_VARS = {
+    "HF_HOME": ".cache/huggingface",
+    "HF_HUB_CACHE": ".cache/huggingface/hub",
+    "TRANSFORMERS_CACHE": ".cache/huggingface/hub",
+    "HF_DATASETS_CACHE": ".cache/huggingface/datasets",
+    "TORCH_HOME": ".cache/torch",
+    "XDG_CACHE_HOME": ".cache",
+    "TRITON_CACHE_DIR": ".cache/triton",
+    "TORCHINDUCTOR_CACHE_DIR": ".cache/torchinductor",  # compiled kernels: a resumed fast run reuses them
+}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The workspace rooted at `root`, and every path bespoke reads or writes in it."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def of(cls, where: Workspace | str | os.PathLike) -> Workspace:
+        return where if isinstance(where, Workspace) else cls(Path(where))
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    # --- inputs ----------------------------------------------------------------------------------
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    @property
+    def runpod_data(self) -> Path:
+        return self.root / "runpod_package" / "training_data"
+
+    def zips(self) -> list[Path]:
+        return sorted(self.root.glob("*.zip"))
+
+    # --- prepare ---------------------------------------------------------------------------------
+    @property
+    def training_data(self) -> Path:
+        return self.root / "training_data"
+
+    def concept_folder(self, repeats: int, concept: str) -> Path:
+        """kohya's <repeats>_<concept>/ folder in training_data/."""
+        return self.training_data / f"{repeats}_{concept}"
+
+    def build_dir(self, pid: int) -> Path:
+        """Where prepare builds a new layout before it replaces training_data/ in one rename."""
+        return self.root / f".training_data.build-{pid}"
+
+    def old_dir(self, pid: int) -> Path:
+        """Where the previous training_data/ waits while the new one takes its place."""
+        return self.root / f".training_data.old-{pid}"
+
+    # --- train -----------------------------------------------------------------------------------
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def logs(self) -> Path:
+        return self.output / "logs"
+
+    @property
+    def loss(self) -> Path:
+        return self.logs / "loss.jsonl"
+
+    def train_log(self, stamp: str) -> Path:
+        return self.logs / f"train-{stamp}.log"
+
+    @property
+    def samples(self) -> Path:
+        return self.output / "sample"
+
+    @property
+    def status(self) -> Path:
+        return self.output / "status.json"
+
+    @property
+    def run_file(self) -> Path:
+        return self.output / RUN_FILE
+
+    @property
+    def done_file(self) -> Path:
+        return self.output / DONE_FILE
+
+    @property
+    def sample_prompts(self) -> Path:
+        return self.output / "sample-prompts.txt"
+
+    @property
+    def preview(self) -> Path:
+        return self.output / "dataset-preview.png"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    # --- evaluate --------------------------------------------------------------------------------
+    @property
+    def report(self) -> Path:
+        return self.output / "report"
+
+    @property
+    def best(self) -> Path:
+        return self.output / "best.safetensors"
+
+    # --- caches ----------------------------------------------------------------------------------
+    @property
+    def cache(self) -> Path:
+        return self.root / ".cache"
+
+    @property
+    def tokenizers(self) -> Path:
+        """The CLIP tokenizers' folder when the image does not bake them (tokens.default_dir)."""
+        return self.cache / "tokenizers"
+
+    @property
+    def probe_cache(self) -> Path:
+        """Where the GPU probe's answer is kept between runs (preflight.probe)."""
+        return self.cache / "bespoke"
+
+    @property
+    def tiny_model(self) -> Path:
+        """The smoke test's tiny SDXL checkpoint."""
+        return self.cache / "tiny-sdxl" / "tiny_sdxl.safetensors"
+
+    @property
+    def cuda_cache(self) -> Path:
+        """The CUDA driver's JIT cache (CUDA_CACHE_PATH)."""
+        return self.cache / "nv"
+
+    @property
+    def home(self) -> Path:
+        """A writable HOME for a container user whose own HOME is not."""
+        return self.cache / "home"
+
+    def cache_env(self, environ: dict | None = None) -> dict[str, str]:
+        """Every cache variable under the workspace, keeping any the user set."""
+        environ = os.environ if environ is None else environ
+        return {var: environ.get(var) or str(self.root / sub) for var, sub in CACHE_VARS.items()}
+
+    @property
+    def hub_cache(self) -> Path:
+        return Path(self.cache_env()["HF_HUB_CACHE"])
+
+    def apply_cache_env(self, environ: dict | None = None) -> list[tuple[str, str]]:
+        """Set every cache variable in `environ` (os.environ by default); returns the (name, value) of
+        those the user set outside the workspace."""
+        environ = os.environ if environ is None else environ
+        strays = []
+        for var, value in Workspace(self.root.resolve()).cache_env(environ).items():
+            environ[var] = value
+            if not self.contains(value):
+                strays.append((var, value))
+        return strays
+
+    # --- containment -----------------------------------------------------------------------------
+    def contains(self, path: str | os.PathLike) -> bool:
+        """True when `path` (relative paths are taken from the root) resolves to the root or inside it,
+        symlinks followed."""
+        root = self.root.resolve()
+        p = (self.root / path).resolve()
+        return p == root or root in p.parents
