@@ -251,7 +251,9 @@ def _wide_grey(im: Image.Image, shown: str) -> Image.Image:
         top = 1.0 if a.size and a.min() >= 0 and a.max() <= 1.0 else 255.0
     else:
         a = a.astype(np.int64)
-        top = 255 if a.size and a.max() <= 255 and im.mode == "I" else 65535
+        # Pillow writes an 8-bit grey image it converted to "I" as a 16-bit PNG without scaling it: values
+        # that all fit in 8 bits are 8-bit values (a true 16-bit sprite that dark would be black anyway).
+        top = 255 if a.size and a.max() <= 255 else 65535
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise InputError(f"has {im.mode} pixels outside 0-65535", shown, "save it as an 8-bit or 16-bit PNG")
     grey = np.clip(np.rint(a.astype(np.float64) * 255.0 / top), 0, 255).astype(np.uint8)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -305,3 +306,35 @@ def test_an_os_error_that_is_a_bug_is_not_worded_away():
     assert worded is not None and "disk is full" in worded.line()
     named = from_os_error(OSError(e.value.errno, e.value.strerror, "/dev/full"))  # as atomic_write_bytes raises it
     assert "/dev/full" in named.line() and "fix: " in named.line()
+
+
+def _mode_sprite(mode: str) -> Image.Image:
+    """A 24x24 sprite in `mode` with several distinct values (16-bit grey spread over its whole range)."""
+    if mode == "I;16":
+        levels = np.array([0, 3000, 20000, 45000, 65535], dtype=np.uint16)
+        return Image.fromarray(levels[np.arange(576).reshape(24, 24) // 5 % 5])
+    rng = np.random.default_rng(3)
+    palette = np.array([[0, 0, 0], [255, 255, 255], [200, 30, 30], [30, 200, 30], [30, 30, 200]], dtype=np.uint8)
+    rgb = Image.fromarray(palette[rng.integers(0, 5, (24, 24))])
+    return rgb.convert(mode) if mode != "PA" else rgb.convert("P").convert("PA")
+
+
+@pytest.mark.parametrize("mode,fmt", [("1", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGB", "PNG"),
+                                      ("RGBA", "PNG"), ("I;16", "PNG"), ("I", "PNG"),
+                                      ("P", "GIF"), ("RGB", "BMP"), ("RGBA", "WEBP")])
+def test_laid_out_pixels_keep_the_sources_distinct_colours_in_every_mode(tmp_path, mode, fmt):
+    src = _mode_sprite(mode)
+    ext = {"PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}[fmt]
+    folder = write_set(tmp_path / "d", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Pillow 11 still writes mode I as a 16-bit PNG
+        src.save(folder / f"m{ext}", format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    (folder / "m.txt").write_bytes(caption(7))
+    ds = dataset.load(folder, RULES)
+    lay = dataset.lay_out(ds, tmp_path / "ws", 10, "x", (72, 72))
+    out = Image.open(lay.folder / "m.png")
+    distinct_in = len(set(src.getdata()))
+    distinct_out = len(out.convert("RGB").getcolors(1 << 16))
+    assert distinct_out == distinct_in, f"{mode} {fmt}: {distinct_in} values in, {distinct_out} colours laid out"
+    if mode == "I;16":
+        assert (0, 0, 0) in [c for _, c in out.getcolors()] and len(out.getcolors()) > 1  # not one white square
