@@ -18,6 +18,7 @@ import io
 import os
 import stat
 import unicodedata
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -183,7 +184,9 @@ def open_image(data: bytes, shown: str, max_pixels: int = MAX_PIXELS, expect: tu
     a different size is refused too (raised as SizeMismatch) without decoding a pixel.
     """
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow warns from 89M pixels; bespoke's own limit below is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise InputError(f"declares more pixels than the {_pixels(max_pixels)} bespoke reads (a decompression "
                          "bomb?)", shown, "replace it with the real image") from None
