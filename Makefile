@@ -10,7 +10,7 @@ SD_SCRIPTS_DIR ?= $(CURDIR)/.cache/sd-scripts
 WORKSPACE ?=
 PIP_VERSION := 25.3
 
-.PHONY: test smoke-test sd-scripts kohya-env dev-env flags bench clean
+.PHONY: test smoke-test sd-scripts kohya-env dev-env flags bench hostile clean
 
 ## test: lint and unit tests in a torch-free environment (what CI runs)
 test: $(VENV)/.installed
@@ -59,6 +59,10 @@ flags: $(KOHYA_VENV)/.installed sd-scripts
 ## bench: CPU benchmarks (tables on stdout)
 bench: $(KOHYA_VENV)/.installed sd-scripts
 	SD_SCRIPTS_DIR=$(SD_SCRIPTS_DIR) $(KOHYA_VENV)/bin/python bench/smoke_bench.py
+
+## hostile: the hostile-input corpus against the real CLI (a table on stdout; core venv, no GPU)
+hostile: $(VENV)/.installed
+	$(VENV)/bin/python bench/hostile.py
 
 clean:
 	rm -rf $(VENV) $(KOHYA_VENV) .pytest_cache .ruff_cache

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from bespoke import __version__, switches
-from bespoke.errors import BespokeError, print_error
+from bespoke.errors import BespokeError, print_error, user_error
 from bespoke.workspace import DEFAULT_ROOT, Workspace
 
 DEFAULT_WORKSPACE = DEFAULT_ROOT
@@ -100,8 +100,11 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except BespokeError as e:
-        sys.exit(print_error(e, debug=switches.debug()))
+    except (BespokeError, OSError) as e:
+        worded = user_error(e)  # a full disk or an unwritable folder is one line too; any other OSError is a bug
+        if worded is None:
+            raise
+        sys.exit(print_error(worded, debug=switches.debug()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -199,12 +202,16 @@ def check(workspace, data, overrides, profile):
       bespoke check --workspace /workspace --data /workspace/dataset
     """
     from bespoke import pipeline
-    from bespoke.preflight import has_errors
+    from bespoke.errors import PreflightError
+    from bespoke.preflight import ERROR, has_errors
 
     findings = pipeline.check(Workspace(workspace), data, overrides, profile=profile)
     print_findings(findings)
     if has_errors(findings):
-        sys.exit(1)
+        failed = sorted({f.check for f in findings if f.severity == ERROR})
+        sys.exit(print_error(PreflightError(f"{sum(f.severity == ERROR for f in findings)} error(s) in "
+                                            f"{', '.join(failed)}", str(workspace),
+                                            "fix the rows marked error above and run again"), debug=False))
 
 
 @cli.command()
@@ -322,14 +329,15 @@ def score(images, grid, palette_from, margin, as_json):
     import json
 
     from bespoke.eval import pixelart
+    from bespoke.safeio import show
 
     palette = pixelart.load_palette(palette_from, grid) if palette_from else None
     for path in images:
-        result, _ = pixelart.score(pixelart.load_rgb(path), grid, palette, margin)
+        result, _ = pixelart.score(pixelart.load_rgb(path, grid, margin), grid, palette, margin)
         if as_json:
             click.echo(json.dumps({"path": str(path), **result.as_dict()}))
             continue
-        click.echo(f"{path}: pixel_art: {str(result.pixel_art).lower()}  score {result.score:.2f}")
+        click.echo(f"{show(path)}: pixel_art: {str(result.pixel_art).lower()}  score {result.score:.2f}")
         click.echo(f"  mismatch {result.mismatch:.3f}  purity {result.purity:.3f}  boundary {result.boundary:.3f}  "
                    f"grid period {result.grid_period:.1f} px  colours {result.colours}"
                    + ("" if result.palette_p95 is None else f"  palette p95 {result.palette_p95:.1f}"))
@@ -355,15 +363,16 @@ def pixelate(images, out, grid, palette_from, margin, scale):
     import io
 
     from bespoke.eval import pixelart
-    from bespoke.fsutil import atomic_write_bytes
+    from bespoke.fsutil import atomic_write_bytes, output_paths
+    from bespoke.safeio import show
 
     palette = pixelart.load_palette(palette_from, grid) if palette_from else None
-    for path in images:
-        sprite = pixelart.pixelate(pixelart.load_rgb(path), grid, palette, margin)
+    for path, dest in zip(images, output_paths(images, out, ".png"), strict=True):
+        sprite = pixelart.pixelate(pixelart.load_rgb(path, grid, margin), grid, palette, margin)
         buf = io.BytesIO()
         pixelart.enlarge(sprite, scale).save(buf, format="PNG")
-        atomic_write_bytes(out / f"{path.stem}.png", buf.getvalue())
-        click.echo(f"{path} -> {out / f'{path.stem}.png'}")
+        atomic_write_bytes(dest, buf.getvalue())
+        click.echo(f"{show(path)} -> {show(dest)}")
 
 
 @cli.command()

@@ -6,6 +6,7 @@ builds it from the user's input, which it never modifies.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -15,13 +16,13 @@ import re
 import shutil
 import stat
 import zipfile
-from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from bespoke import __version__, tokens
+from bespoke import __version__, safeio, tokens
 from bespoke.errors import DataError
 from bespoke.fsutil import atomic_write_bytes, atomic_write_json
 from bespoke.workspace import Workspace
@@ -76,6 +77,7 @@ def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
     """The user's data: --data, else $WS/dataset/, a single *.zip in $WS, $WS/runpod_package/training_data/."""
     ws = Workspace.of(workspace)
     if data is not None:
+        _refuse_overlap(ws, Path(data))
         return Path(data)
     candidates = [ws.dataset]
     zips = ws.zips()
@@ -94,6 +96,19 @@ def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
         f"looked in {ws.dataset}, {ws.root}/*.zip, {ws.runpod_data}",
         f"put your images and captions in {ws.dataset}/ (or a zip in {ws.root}), or pass --data PATH",
     )
+
+
+def _refuse_overlap(ws: Workspace, data: Path) -> None:
+    """The data must not hold, or be inside, a folder bespoke replaces: it would write over its own input."""
+    shown = data
+    data = Path(data).absolute()  # contains() takes a relative path from its own root
+    for owned in (ws.training_data.absolute(), ws.output.absolute()):
+        inside, holds = Workspace(owned).contains(data), Workspace(data).contains(owned)
+        if inside or holds:
+            raise DataError(
+                f"the data folder {'is inside' if inside else 'holds'} {owned.name}/, which bespoke rebuilds",
+                safeio.show(shown), f"keep your images and captions in their own folder, e.g. {safeio.show(ws.dataset)}/")
+
 
 
 def check_layout(workspace: Workspace | Path, prepared: bool = True) -> dict | None:
@@ -132,49 +147,98 @@ def check_layout(workspace: Workspace | Path, prepared: bool = True) -> dict | N
                         "run `bespoke prepare` to lay the data out again") from None
 
 
-# --- reading: a folder or a zip, as (relative path, display path, bytes) -------------------------
+# --- reading: a folder or a zip, as (relative path, display path, reader) -------------------------
+# Every byte goes through bespoke.safeio: regular files only, capped by what is really read.
 
 def _skip(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def _read_folder(root: Path, problems: list[str]):
+def _limit(rel: PurePosixPath) -> int:
+    return safeio.MAX_IMAGE_BYTES if rel.suffix.lower() in IMAGE_EXTS else safeio.MAX_TEXT_BYTES
+
+
+def _wanted(rel: PurePosixPath) -> bool:
+    return rel.suffix.lower() in IMAGE_EXTS or rel.suffix.lower() == CAPTION_EXT
+
+
+def _real(p: Path) -> Path | None:
+    try:
+        return Path(os.path.realpath(p, strict=True))
+    except (OSError, RuntimeError):
+        return None
+
+
+def _read_folder(root: Path, problems: list[str], warnings: list[str]):
     root_real = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def walk_error(e: OSError) -> None:
+        what, fix = safeio._os_problem(e)
+        problems.append(f"{safeio.show(e.filename)}: folder {what}; {fix}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_error):
         for d in list(dirnames):
             p = Path(dirpath, d)
             if p.is_symlink():
-                dirnames.remove(d)
-                if not _inside(p.resolve(), root_real):
-                    problems.append(f"{p}: symlink points outside the data ({p.resolve()}); replace it with the files")
+                dirnames.remove(d)  # never followed: a loop or a link out of the data
+                real = _real(p)
+                if real is None or not _inside(real, root_real):
+                    problems.append(f"{safeio.show(p)}: symlinked folder points outside the data or loops; "
+                                    "replace it with the files")
         for name in sorted(filenames):
             p = Path(dirpath, name)
             rel = PurePosixPath(p.relative_to(root).as_posix())
             if _skip(rel.parts):
                 continue
-            if p.is_symlink() and not _inside(p.resolve(), root_real):
-                problems.append(f"{p}: symlink points outside the data ({p.resolve()}); replace it with the file")
+            shown = safeio.show(p)
+            if (why := safeio.name_problem(str(rel))) is not None:
+                problems.append(f"{shown}: {why}; rename it")
                 continue
-            yield rel, str(p), p.read_bytes
+            if p.is_symlink():
+                real = _real(p)
+                if real is not None and not _inside(real, root_real):
+                    problems.append(f"{shown}: symlink points outside the data ({safeio.show(real)}); "
+                                    "replace it with the file")
+                    continue
+            try:
+                safeio.regular_file(p)  # stat only: a FIFO or device is never opened
+            except safeio.InputError as e:
+                if _wanted(rel):
+                    problems.append(e.problem())
+                else:
+                    warnings.append(f"{shown}: skipped: it {e.what}")
+                continue
+            yield rel, shown, partial(safeio.read_file, p, _limit(rel))
 
 
 def _read_zip(path: Path, problems: list[str]):
     zf = zipfile.ZipFile(path)
-    for info in zf.infolist():
+    infos = zf.infolist()
+    if len(infos) > safeio.MAX_ZIP_ENTRIES:
+        raise DataError(f"the zip has {len(infos)} entries", safeio.show(path),
+                        f"a training set has hundreds; rebuild the zip (at most {safeio.MAX_ZIP_ENTRIES})")
+    for info in infos:
         if info.is_dir():
             continue
         name = info.filename
         rel = PurePosixPath(name)
-        shown = f"{path}:{name}"
+        shown = f"{safeio.show(path)}:{safeio.show(name)}"
         if rel.is_absolute() or ".." in rel.parts or re.match(r"^[A-Za-z]:", name):
             problems.append(f"{shown}: zip entry points outside the data; rebuild the zip with relative paths")
             continue
-        if stat.S_ISLNK(info.external_attr >> 16):
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
             problems.append(f"{shown}: zip entry is a symlink; zip the files themselves")
             continue
         if _skip(rel.parts):
             continue
-        yield rel, shown, (lambda n=name: zf.read(n))
+        if (why := safeio.name_problem(name)) is not None:
+            problems.append(f"{shown}: {why}; rename it and rebuild the zip")
+            continue
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            problems.append(f"{shown}: zip entry is not a regular file; zip the files themselves")
+            continue
+        yield rel, shown, partial(safeio.read_zip_entry, zf, info, _limit(rel), shown)
 
 
 def _inside(p: Path, root: Path) -> bool:
@@ -188,15 +252,20 @@ def load(data: Path, rules: Rules, tok_dir: Path | None = None) -> Dataset:
     data = Path(data)
     problems: list[str] = []
     warnings: list[str] = []
-    if data.is_file() and data.suffix.lower() == ".zip":
+    try:
+        st = os.stat(data)
+    except OSError as e:
+        what, fix = safeio._os_problem(e)
+        raise DataError(f"the data {what}", safeio.show(data), fix) from None
+    if stat.S_ISREG(st.st_mode) and data.suffix.lower() == ".zip":
         try:
             entries = list(_read_zip(data, problems))
-        except zipfile.BadZipFile:
-            raise DataError("not a valid zip file", str(data), "re-create the zip") from None
-    elif data.is_dir():
-        entries = list(_read_folder(data, problems))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            raise DataError("not a valid zip file", safeio.show(data), "re-create the zip") from None
+    elif stat.S_ISDIR(st.st_mode):
+        entries = list(_read_folder(data, problems, warnings))
     else:
-        raise DataError("data must be a folder or a .zip", str(data), "pass --data with a folder or a .zip")
+        raise DataError("data must be a folder or a .zip", safeio.show(data), "pass --data with a folder or a .zip")
 
     images, captions = {}, {}
     for rel, shown, read in entries:
@@ -205,6 +274,9 @@ def load(data: Path, rules: Rules, tok_dir: Path | None = None) -> Dataset:
         if ext in IMAGE_EXTS:
             images.setdefault(key, []).append((shown, read))
         elif ext == CAPTION_EXT:
+            if key in captions:  # a.txt and a.TXT: which one is meant is a guess
+                problems.append(f"{captions[key][0]} and {shown}: two captions for one image; keep one")
+                continue
             captions[key] = (shown, read)
         elif ext not in IGNORED_EXTS:
             warnings.append(f"{shown}: ignored (not an image or a {CAPTION_EXT} caption)")
@@ -213,10 +285,11 @@ def load(data: Path, rules: Rules, tok_dir: Path | None = None) -> Dataset:
 
     by_stem: dict[str, list[str]] = {}
     for (_parent, stem), files in images.items():
-        by_stem.setdefault(stem, []).extend(shown for shown, _ in files)
+        by_stem.setdefault(stem.casefold(), []).extend(shown for shown, _ in files)
     for stem, shown in sorted(by_stem.items()):
         if len(shown) > 1:
-            problems.append(f"{' and '.join(shown)}: two images named '{stem}'; rename or remove one")
+            problems.append(f"{' and '.join(shown)}: two images named '{stem}' (ignoring case, as the layout "
+                            "must on any file system); rename or remove one")
 
     for key, (shown, _) in sorted(captions.items()):
         if key not in images:
@@ -226,7 +299,7 @@ def load(data: Path, rules: Rules, tok_dir: Path | None = None) -> Dataset:
     for key, files in sorted(images.items()):
         shown, read = files[0]
         if key not in captions:
-            problems.append(f"{shown}: image without a caption; add {key[1]}{CAPTION_EXT} beside it")
+            problems.append(f"{shown}: image without a caption; add {safeio.show(key[1])}{CAPTION_EXT} beside it")
             continue
         cap_shown, cap_read = captions[key]
         item = _check_pair(key[1], shown, read, cap_shown, cap_read, rules, problems, warnings)
@@ -243,17 +316,18 @@ def load(data: Path, rules: Rules, tok_dir: Path | None = None) -> Dataset:
 
     n = len(images)
     if rules.expect is not None and n != rules.expect:
-        problems.append(f"{data}: {n} images, expected {rules.expect}; add the missing ones or pass --expect {n}")
+        problems.append(f"{safeio.show(data)}: {n} images, expected {rules.expect}; add the missing ones or "
+                        f"pass --expect {n}")
 
     if problems:
         raise DataError(
             f"{len(problems)} problem(s) in the training data",
-            str(data),
+            safeio.show(data),
             "fix the files listed above and run again; your files were not changed",
             problems=problems,
         )
     if not items:
-        raise DataError("no images found", str(data), "put PNG images with .txt captions there")
+        raise DataError("no images found", safeio.show(data), "put PNG images with .txt captions there")
 
     ds = Dataset(str(data), items, warnings, layout_hint)
     if tok_dir is not None:
@@ -266,20 +340,30 @@ def _check_layout_folders(images, data: Path, problems: list[str]) -> str | None
     folders = sorted({str(parent) for parent, _ in images if any(LAYOUT_DIR.match(p) for p in parent.parts)})
     if len(folders) > 1:
         problems.append(
-            f"{data}: {len(folders)} repeat folders ({', '.join(folders)}); kohya would train every image "
-            "once per folder (the '406 latents' failure); keep one folder"
+            f"{safeio.show(data)}: {len(folders)} repeat folders ({', '.join(map(safeio.show, folders))}); kohya "
+            "would train every image once per folder (the '406 latents' failure); keep one folder"
         )
     return folders[0] if len(folders) == 1 else None
 
 
 def _check_pair(stem, shown, read, cap_shown, cap_read, rules: Rules, problems, warnings) -> Item | None:
     ok = True
-    raw = cap_read()
+    caption = None
     try:
-        caption = " ".join(raw.decode("utf-8-sig").split())
-    except UnicodeDecodeError:
-        problems.append(f"{cap_shown}: caption is not UTF-8; re-save it as UTF-8")
-        caption, ok = None, False
+        raw = cap_read()
+    except safeio.InputError as e:
+        problems.append(e.problem())
+        raw, ok = None, False
+    if raw is not None:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            problems.append(f"{cap_shown}: caption is not UTF-8; re-save it as UTF-8")
+            text, ok = None, False
+        if text is not None and (bad := safeio.text_problem(text)) is not None:
+            problems.append(f"{cap_shown}: caption {bad}; remove it (re-save the caption as plain text)")
+            text, ok = None, False
+        caption = " ".join(text.split()) if text is not None else None
     if caption is not None:
         if not caption:
             problems.append(f"{cap_shown}: empty caption; write one starting with '{rules.caption_prefix}'")
@@ -292,21 +376,18 @@ def _check_pair(stem, shown, read, cap_shown, cap_read, rules: Rules, problems, 
                 problems.append(f"{cap_shown}: caption has no trigger ({' or '.join(rules.triggers)}); add one")
                 ok = False
 
-    data = read()
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            img, had_alpha = _flatten(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        kind = "not an image" if isinstance(e, UnidentifiedImageError) else "unreadable or corrupt image"
-        problems.append(f"{shown}: {kind}; replace it with a valid PNG")
-        return None
-    if img.size != (rules.size, rules.size):
+        data = read()
+        img, had_alpha = safeio.open_image(data, shown, expect=(rules.size, rules.size))
+    except safeio.SizeMismatch as e:
         problems.append(
-            f"{shown}: image is {img.size[0]}x{img.size[1]}, expected {rules.size}x{rules.size}; "
+            f"{shown}: image is {e.size[0]}x{e.size[1]}, expected {rules.size}x{rules.size}; "
             f"resize it (nearest neighbour) or pass --size"
         )
-        ok = False
+        return None
+    except safeio.InputError as e:
+        problems.append(e.problem())
+        return None
     if had_alpha:
         warnings.append(f"{shown}: has an alpha channel; flattened onto its most common border colour")
     colors = len(img.getcolors(maxcolors=1 << 16) or [])
@@ -315,21 +396,6 @@ def _check_pair(stem, shown, read, cap_shown, cap_read, rules: Rules, problems, 
     if not ok:
         return None
     return Item(stem, shown, cap_shown, img, caption, hashlib.sha256(data).hexdigest(), colors)
-
-
-def _flatten(im: Image.Image) -> tuple[Image.Image, bool]:
-    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-    if not has_alpha:
-        return im.convert("RGB"), False
-    rgba = im.convert("RGBA")
-    w, h = rgba.size
-    px = rgba.load()
-    border = [px[x, y] for x in range(w) for y in (0, h - 1)] + [px[x, y] for y in range(h) for x in (0, w - 1)]
-    opaque = [p[:3] for p in border if p[3] == 255] or [p[:3] for p in rgba.getdata() if p[3] == 255]
-    bg = Counter(opaque).most_common(1)[0][0] if opaque else (255, 255, 255)
-    out = Image.new("RGBA", rgba.size, bg + (255,))
-    out.alpha_composite(rgba)
-    return out.convert("RGB"), True
 
 
 def _audit_tokens(ds: Dataset, tok_dir: Path) -> None:
@@ -343,7 +409,7 @@ def _audit_tokens(ds: Dataset, tok_dir: Path) -> None:
         it.tokens = n
     long = sorted((it for it in ds.items if it.tokens > tokens.MAX_TOKENS), key=lambda i: -i.tokens)
     if long:
-        worst = ", ".join(f"{Path(it.caption_path).name} {it.tokens}" for it in long[:5])
+        worst = ", ".join(f"{safeio.show(Path(it.caption_path).name)} {it.tokens}" for it in long[:5])
         ds.warnings.append(
             f"{len(long)} caption(s) are longer than {tokens.MAX_TOKENS} CLIP tokens (worst: {worst}); kohya "
             "drops the rest silently; --set max_token_length=225 keeps them"
@@ -364,6 +430,43 @@ def layout_key(ds: Dataset, repeats: int, concept: str, resolution: tuple[int, i
     return hashlib.sha256(opts.encode()).hexdigest()
 
 
+CONCEPT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,99}$")
+MAX_REPEATS = 10_000
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 8192
+
+
+def option_problems(repeats, concept, resolution, size: int = 24) -> list[tuple[str, str]]:
+    """Why the layout options cannot build `<repeats>_<concept>/` inside the workspace: (what, fix) pairs."""
+    out = []
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        out.append((f"--repeats {safeio.show(repeats)} is not a whole number from 1 to {MAX_REPEATS}",
+                    "pass --repeats 10 (times each image is seen per epoch)"))
+    if not isinstance(concept, str) or not CONCEPT.match(concept) or concept.strip(".") == "":
+        out.append((f"--concept {safeio.show(concept)} is not a plain folder name",
+                    "use letters, digits, space, '.', '_', '+' or '-', no '/' (e.g. --concept bespoke_baby)"))
+    try:
+        w, h = (int(v) for v in resolution)
+        ok = all(MIN_RESOLUTION <= v <= MAX_RESOLUTION for v in (w, h))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        out.append((f"resolution {safeio.show(resolution)} is not W,H from {MIN_RESOLUTION} to {MAX_RESOLUTION}",
+                    "pass --resolution 1024,1024"))
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1024:
+        out.append((f"--size {safeio.show(size)} is not from 1 to 1024", "pass --size 24"))
+    return out
+
+
+def check_options(repeats, concept, resolution, size: int = 24) -> None:
+    """Raise a DataError naming every bad layout option (see option_problems)."""
+    problems = option_problems(repeats, concept, resolution, size)
+    if len(problems) == 1:
+        raise DataError(problems[0][0], "bespoke prepare", problems[0][1])
+    if problems:
+        raise DataError(f"{len(problems)} bad layout options", "bespoke prepare", "fix the options listed above",
+                        problems=[f"{what}; {fix}" for what, fix in problems])
+
+
 def lay_out(
     ds: Dataset,
     workspace: Workspace | Path,
@@ -372,49 +475,124 @@ def lay_out(
     resolution: tuple[int, int] = (1024, 1024),
     upscale: str = "nearest",
 ) -> Layout:
-    """Write $WS/training_data/<repeats>_<concept>/ as its only entry; no work if it is up to date."""
+    """Write $WS/training_data/<repeats>_<concept>/ as its only entry; no work if it is up to date.
+
+    It is built whole in a side folder and swapped in, so the previous layout survives any failure
+    (a full disk, a kill -9); side folders that dead processes left are removed first.
+    """
+    check_options(repeats, concept, resolution)
     ws = Workspace.of(workspace)
     target = ws.training_data
     key = layout_key(ds, repeats, concept, resolution, upscale)
     folder = ws.concept_folder(repeats, concept)
+    if folder.parent != target or not ws.contains(folder.absolute()):  # check_options makes this so; never write outside
+        raise DataError(f"the layout folder {safeio.show(folder)} is not inside {safeio.show(target)}",
+                        "bespoke prepare", "use a plain --concept and a number for --repeats")
     manifest_path = folder / MANIFEST
     only = [e.name for e in target.iterdir() if not e.name.startswith(".")] == [folder.name] if target.is_dir() else False
     if only and manifest_path.is_file():
         try:
             if json.loads(manifest_path.read_text())["layout_key"] == key:
                 return Layout(folder, False, len(ds.items))
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, OSError):
             pass
 
-    build = ws.build_dir(os.getpid())
-    shutil.rmtree(build, ignore_errors=True)
-    out = build / folder.name
-    out.mkdir(parents=True)
-    files = []
+    remove_dead_builds(ws)
+    # Encode everything first: the bytes needed are then known before one is written.
+    files, blobs = [], []
     for it in ds.items:
         img = it.image
-        if upscale == "nearest" and img.size != resolution:
-            img = img.resize(resolution, Image.NEAREST)
+        if upscale == "nearest" and img.size != tuple(resolution):
+            img = img.resize(tuple(resolution), Image.NEAREST)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
-        (out / f"{it.stem}.png").write_bytes(buf.getvalue())
-        (out / f"{it.stem}{CAPTION_EXT}").write_text(it.caption + "\n", encoding="utf-8")
+        blobs.append((f"{it.stem}.png", buf.getvalue()))
+        blobs.append((f"{it.stem}{CAPTION_EXT}", (it.caption + "\n").encode("utf-8")))
         files.append({
             "stem": it.stem, "source": it.image_path, "caption_source": it.caption_path, "sha256": it.sha256,
             "caption_tokens": it.tokens, "size": list(it.image.size), "written_size": list(img.size),
             "colors": it.colors,
         })
-    atomic_write_json(out / MANIFEST, {
+    manifest = {
         "tool": "bespoke", "version": __version__, "layout_key": key, "dataset_hash": ds.hash,
         "source": ds.source, "repeats": repeats, "concept": concept, "resolution": list(resolution),
         "upscale": upscale, "images": len(files), "files": files,
-    })
+    }
+    block = 4096  # a file takes whole blocks; the manifest and the folders take a few more
+    need = sum(-(-len(b) // block) * block for _, b in blobs) + block * (len(blobs) // 8 + 8)
+    build = ws.build_dir(os.getpid())
+    try:
+        ws.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(ws.root).free
+        if free < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        shutil.rmtree(build, ignore_errors=True)
+        out = build / folder.name
+        out.mkdir(parents=True)
+        for name, data in blobs:
+            (out / name).write_bytes(data)
+        atomic_write_json(out / MANIFEST, manifest)
+        _swap(build, target, ws)
+    except OSError as e:
+        shutil.rmtree(build, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(ws.root).free if ws.root.is_dir() else 0
+            raise DataError(
+                f"not enough disk to lay out the data: needs {_mb(need)}, {_mb(free)} free",
+                safeio.show(ws.root), "free some space on the volume (or use a larger one) and run again; "
+                "the previous layout is unchanged") from None
+        what, fix = safeio._os_problem(e)
+        raise DataError(f"could not write the layout: {safeio.show(e.filename or build)} {what}",
+                        safeio.show(target), fix) from None
+    return Layout(target / folder.name, True, len(ds.items))
+
+
+def _swap(build: Path, target: Path, ws: Workspace) -> None:
     old = ws.old_dir(os.getpid())
+    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
-    os.replace(build, target)
+    try:
+        os.replace(build, target)
+    except OSError:
+        if old.exists() and not target.exists():
+            os.replace(old, target)  # put the previous layout back
+        raise
     shutil.rmtree(old, ignore_errors=True)
-    return Layout(target / folder.name, True, len(ds.items))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_builds(workspace: Workspace | Path) -> list[Path]:
+    """Remove the side folders that a killed (or full-disk) prepare left; a live process's are kept.
+
+    An old-layout folder is a previous layout mid-swap: it is put back when the layout is missing."""
+    ws = Workspace.of(workspace)
+    removed = []
+    for side in (ws.build_dir, ws.old_dir):
+        prefix = side(0).name[:-1]  # the folder's name for pid 0, less the 0
+        for p in sorted(ws.root.glob(f"{prefix}*")):
+            pid = p.name[len(prefix):]
+            if not pid.isdigit() or (_alive(int(pid)) and int(pid) != os.getpid()):
+                continue
+            if side == ws.old_dir and not ws.training_data.exists():
+                os.replace(p, ws.training_data)
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def read_manifest(workspace: Workspace | Path) -> dict | None:

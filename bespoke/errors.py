@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+
 
 class BespokeError(Exception):
     """Something the user can fix: what is wrong, where, and how to fix it."""
@@ -28,7 +32,11 @@ class DataError(BespokeError):
 
 
 class RecipeError(BespokeError):
-    """An override names an unknown flag or has the wrong type."""
+    """An override names an unknown flag or has the wrong type or range; `problems` lists each when several."""
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None, problems=()):
+        self.problems = list(problems)
+        super().__init__(what, where, fix)
 
 
 class PreflightError(BespokeError):
@@ -45,6 +53,44 @@ class TrainingError(BespokeError):
 
 class LockedError(BespokeError):
     """Another bespoke process holds the workspace (Workspace.lock)."""
+
+
+class DiskError(BespokeError):
+    """Writing failed for a reason the user can fix: a full disk, a read-only or unwritable folder."""
+
+
+def from_os_error(e: OSError) -> DiskError | None:
+    """The one-line wording of an OSError the user can fix, or None for one that is a bug."""
+    where = os.fsdecode(e.filename) if e.filename is not None else None
+    shown = (where or "").encode("unicode_escape").decode("ascii") if where else None
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free(where)
+        return DiskError(f"the disk is full{'' if free is None else f' ({free / 1e6:.1f} MB free)'}", shown,
+                         "free space on the volume (bespoke check prints what a run needs) and run again")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return DiskError("permission denied", shown, "make it writable by this user, or pick another --workspace")
+    if e.errno == errno.EROFS:
+        return DiskError("the file system is read-only", shown, "mount the workspace read-write")
+    return None
+
+
+def user_error(e: BaseException) -> BespokeError | None:
+    """`e` as an error the user can fix (itself, or an OSError worded by from_os_error), or None for a bug."""
+    if isinstance(e, BespokeError):
+        return e
+    if isinstance(e, OSError) and (worded := from_os_error(e)) is not None:
+        return worded.with_traceback(e.__traceback__)
+    return None
+
+
+def _free(path: str | None) -> int | None:
+    while path:
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            parent = os.path.dirname(path)
+            path = None if parent == path else parent
+    return None
 
 
 class SettingError(BespokeError):

@@ -24,6 +24,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write names no file: say which one it was
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,6 +55,30 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def output_paths(inputs, out_dir: Path, suffix: str) -> list[Path]:
+    """One output per input in `out_dir`, named by the input's stem: two inputs with the same stem get
+    distinct names (`a.png`, `a-2.png`), and a name that is one of the inputs is refused, since no
+    command writes over a file it was given."""
+    from bespoke.errors import BespokeError
+    from bespoke.safeio import show
+
+    given = {os.path.realpath(p) for p in inputs}
+    taken: set[str] = set()
+    out = []
+    for p in inputs:
+        stem = Path(p).stem
+        n, dest = 1, Path(out_dir) / f"{stem}{suffix}"
+        while os.path.realpath(dest) in taken:
+            n += 1
+            dest = Path(out_dir) / f"{stem}-{n}{suffix}"
+        if os.path.realpath(dest) in given:
+            raise BespokeError(f"the output {show(dest)} would write over an input", show(p),
+                               "pass an --out folder that holds none of the inputs")
+        taken.add(os.path.realpath(dest))
+        out.append(dest)
+    return out
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bespoke import proc
+from bespoke import masking, proc
 from bespoke.errors import BespokeError
 from bespoke.preflight import ERROR, OK, WARN, Finding
 from bespoke.progress import Follower
@@ -256,10 +256,14 @@ def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follo
     tail: deque[str] = deque(maxlen=200)
     fd = child.stdout.fileno()
     buf = b""
+    secrets = masking.secret_values(env)
+
+    def masked(raw: bytes) -> bytes:  # the child may print a token (its args, a URL): never kept or shown
+        return masking.mask_text(raw.decode("utf-8", "surrogateescape"), secrets).encode("utf-8", "surrogateescape")
 
     def emit(raw: bytes) -> None:
         if raw.strip():
-            line = raw.decode("utf-8", "replace").rstrip()
+            line = masked(raw).decode("utf-8", "replace").rstrip()
             tail.append(line)
             follower.feed(line)
             if on_line is not None:
@@ -278,11 +282,12 @@ def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follo
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
-                log.write(chunk)
-                log.flush()
-                *parts, buf = re.split(rb"[\r\n]", buf + chunk)
-                for raw in parts:
+                *parts, buf = re.split(rb"([\r\n])", buf + chunk)  # lines and their separators
+                for raw, sep in zip(parts[0::2], parts[1::2], strict=True):
+                    log.write(masked(raw) + sep)
                     emit(raw)
+                log.flush()
+            log.write(masked(buf))
             emit(buf)
         code = child.wait()
         follower.flush()

@@ -11,12 +11,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bespoke import dataset, kohya, model, preflight, profiles, progress, recipe, runs, switches, tokens
+from bespoke import (
+    dataset,
+    kohya,
+    masking,
+    model,
+    preflight,
+    profiles,
+    progress,
+    recipe,
+    runs,
+    switches,
+    tokens,
+)
 from bespoke.errors import BespokeError, DataError, PreflightError, TrainingError
 from bespoke.eval import evaluate, pixelart
 from bespoke.fsutil import atomic_write_text
@@ -86,9 +99,17 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
     try:
         prof, why = _profile(profile, found)
         findings += preflight.check_profile(prof, found, _compiler_problem(prof), why, _cpp_launcher_problem(prof))
-        r = recipe.build(ws, (*prof.overrides, *overrides), tokenizer_dir=tokens.default_dir(ws))
+        extra = prof.overrides
     except BespokeError as e:
-        return findings + [Finding(ERROR, "recipe", e.what, e.fix or "")]
+        findings.append(Finding(ERROR, "profile", e.what, e.fix or ""))
+        extra = ()
+    # Every bad override is a finding; the recipe is built from the good ones, so the data and disk rows
+    # below still appear.
+    good, errors = recipe.check_overrides((*extra, *overrides))
+    findings += [Finding(ERROR, "recipe", e.what, e.fix or "") for e in errors]
+    findings += [Finding(ERROR, "prepare", what, fix) for what, fix in
+                 dataset.option_problems(opts.repeats, opts.concept, opts.resolution, opts.size)]
+    r = recipe.build(ws, [f"{n}={_flat(v)}" for n, v in good], tokenizer_dir=tokens.default_dir(ws))
     try:
         manifest = dataset.check_layout(ws)
         if manifest is not None:
@@ -122,10 +143,19 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
     return findings
 
 
+def _flat(value) -> str:
+    """A parsed override back as its --set text."""
+    if value is True or value is False:
+        return str(value).lower()
+    return shlex.join(value) if isinstance(value, list) else str(value)
+
+
 # --- prepare -------------------------------------------------------------------------------------
 
 def prepare(ws: Workspace | Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
     ws = Workspace.of(ws)
+    dataset.check_options(opts.repeats, opts.concept, opts.resolution, opts.size)
+    ws.root.mkdir(parents=True, exist_ok=True)
     with ws.lock("prepare"):
         return _prepare(ws, data, opts)
 
@@ -231,7 +261,8 @@ class Launch:
         """The launch as one shell line: cd to sd-scripts, the cache environment, accelerate's command."""
         env = self.environ
         shown = {k: env[k] for k in (*CACHE_VARS, "PYTHONUNBUFFERED", "HF_HUB_OFFLINE") if k in env}
-        return f"cd {kohya.shell_line([str(self.cwd)])} && {kohya.shell_line(list(self.argv), shown)}"
+        argv = masking.mask_argv(self.argv, masking.secret_values(env))  # credentials are in env; mask the rest
+        return f"cd {kohya.shell_line([str(self.cwd)])} && {kohya.shell_line(argv, shown)}"
 
     def lines(self) -> list[str]:
         """What train says before it starts (and all a dry run says): the math, the model, the profile,
@@ -286,6 +317,7 @@ def plan(ws: Workspace | Path, opts: TrainOptions, probed: dict, rig: Rig | None
     local = model.cached(ref, env["HF_HUB_CACHE"])
     if local:
         r.set(MODEL_FLAG, str(local))
+    env.update(r.env)  # credentials (huggingface_token, wandb_api_key): the child's environment, never its argv
     tokens_present = tokens.present(tok_dir)
     if local and tokens_present:
         env["HF_HUB_OFFLINE"] = "1"

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from bespoke import safeio
 from bespoke.errors import RecipeError
+from bespoke.masking import ENV_FOR_FLAG, MASK, is_secret_name, looks_secret, mask_argv
 from bespoke.workspace import Workspace
 
 SCRIPT = "sdxl_train_network.py"
@@ -82,6 +85,9 @@ class Recipe:
     added: dict[str, str] = field(default_factory=dict)  # name -> why bespoke added or changed it
     overridden: dict[str, object] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Credentials given as flags (huggingface_token, wandb_api_key), for the child's environment: never in
+    # argv, so never in the echo, the log, run.json, DONE.json or the run's identity.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def get(self, name: str, default=None):
         return self.args.get(name, default)
@@ -106,12 +112,53 @@ class Recipe:
         return out
 
 
+# Ranges the recipe's math and sd-scripts need, beyond the flag table's types: a 0 batch divides by zero,
+# a negative epoch count trains nothing. Every other number must be finite and not negative.
+AT_LEAST_1 = frozenset({
+    "train_batch_size", "gradient_accumulation_steps", "max_train_epochs", "max_train_steps", "save_every_n_epochs",
+    "save_every_n_steps", "sample_every_n_epochs", "sample_every_n_steps", "network_dim", "lr_scheduler_num_cycles",
+    "vae_batch_size", "save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps",
+    "save_last_n_steps_state", "bucket_reso_steps", "validate_every_n_epochs", "validate_every_n_steps",
+    "max_validation_steps", "dataset_repeats", "min_bucket_reso", "max_bucket_reso",
+})
+FRACTION = frozenset({"caption_dropout_rate", "caption_tag_dropout_rate", "network_dropout", "validation_split",
+                      "lr_scheduler_min_lr_ratio"})
+# Values sd-scripts joins into a path under output_dir or logging_dir: a plain name, or it escapes the workspace.
+NAME_VALUES = frozenset({"output_name", "log_prefix", "log_tracker_name", "wandb_run_name"})
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._+-]{0,127}$")
+
+
+def _shown(name: str, value: str) -> str:
+    """A value as an error message may quote it: escaped, and *** when it is a credential."""
+    return MASK if is_secret_name(name) or looks_secret(value) else safeio.show(value)
+
+
+def _number(name: str, kind: str, value: str) -> str:
+    """`value` checked as the flag's int or float, finite, and in the range the recipe needs."""
+    example = "12" if kind == "int" else "0.0001"
+    try:
+        number = int(value) if kind == "int" else float(value)
+    except ValueError:
+        raise RecipeError(f"--set {name}={_shown(name, value)}: expected {'an integer' if kind == 'int' else 'a number'}",
+                          "--set", f"e.g. --set {name}={example}") from None
+    if not math.isfinite(number):
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not a finite number", "--set", f"e.g. --set {name}={example}")
+    low = 1 if name in AT_LEAST_1 else 0
+    if number < low:
+        raise RecipeError(f"--set {name}={_shown(name, value)}: must be at least {low}", "--set", f"e.g. --set {name}={example}")
+    if name in FRACTION and number > 1:
+        raise RecipeError(f"--set {name}={_shown(name, value)}: must be from 0 to 1", "--set", f"e.g. --set {name}=0.1")
+    return value
+
+
 def parse_override(text: str) -> tuple[str, object]:
-    """`NAME=VALUE` checked against sdxl_train_network.py's flags; returns the recipe value."""
+    """`NAME=VALUE` checked against sdxl_train_network.py's flags (type and range); returns the recipe value."""
     name, sep, value = text.partition("=")
     name = name.strip().lstrip("-").replace("-", "_")
+    shown = mask_argv([text])[0]
     if not sep or not name:
-        raise RecipeError(f"override '{text}' is not NAME=VALUE", "--set", "write it as --set max_train_epochs=12")
+        raise RecipeError(f"override {safeio.show(shown)!r} is not NAME=VALUE", "--set",
+                          "write it as --set max_train_epochs=12")
     if name in REFUSED:
         raise RecipeError(f"--set {name} is not supported: {REFUSED[name]}", "--set")
     if name in OWNED:
@@ -121,25 +168,59 @@ def parse_override(text: str) -> tuple[str, object]:
     if spec is None:
         close = [f for f in flags() if name in f or f in name][:3]
         hint = f"did you mean {', '.join(close)}?" if close else f"see python {SCRIPT} --help"
-        raise RecipeError(f"unknown sd-scripts flag '{name}'", "--set", hint)
+        raise RecipeError(f"unknown sd-scripts flag {safeio.show(name)!r}", "--set", hint)
     value = value.strip()
+    if safeio.text_problem(value) is not None or "\n" in value:
+        raise RecipeError(f"--set {name}: the value {safeio.text_problem(value) or 'has a line break'}", "--set",
+                          "write the value on one line without control characters")
     kind = spec["type"]
     if kind == "bool":
         low = value.lower()
         if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise RecipeError(f"--set {name}={value}: {name} is a switch", "--set", f"use {name}=true or {name}=false")
+            raise RecipeError(f"--set {name}={_shown(name, value)}: {name} is a switch", "--set",
+                              f"use {name}=true or {name}=false")
         return name, low in ("true", "1", "yes", "on")
     if "nargs" in spec:
-        return name, shlex.split(value)
-    if kind in ("int", "float"):
         try:
-            (int if kind == "int" else float)(value)
-        except ValueError:
-            raise RecipeError(f"--set {name}={value}: expected {'an integer' if kind == 'int' else 'a number'}",
-                              "--set", f"e.g. --set {name}={'12' if kind == 'int' else '0.0001'}") from None
+            words = shlex.split(value)
+        except ValueError as e:
+            raise RecipeError(f"--set {name}: cannot split the value into words ({e})", "--set",
+                              f"balance the quotes, e.g. --set \"{name}=a=1 b='x y'\"") from None
+        if kind in ("int", "float"):
+            words = [_number(name, kind, w) for w in words]
+        return name, words
+    if kind in ("int", "float"):
+        value = _number(name, kind, value)
+    if name == "lr_warmup_steps":  # sd-scripts takes steps or a ratio of them, as a string
+        value = _number(name, "float", value)
     if "choices" in spec and value not in spec["choices"]:
-        raise RecipeError(f"--set {name}={value}: not one of {', '.join(spec['choices'])}", "--set")
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not one of {', '.join(spec['choices'])}", "--set")
+    if name in NAME_VALUES and (not _PLAIN_NAME.match(value) or ".." in value):
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not a plain file name (sd-scripts makes a path "
+                          "of it, which must stay in the workspace)", "--set",
+                          f"use letters, digits, '.', '_', '+' or '-', no '/' (e.g. --set {name}=my_lora)")
+    if name == "resolution":
+        _pair(value)
     return name, value
+
+
+def check_overrides(overrides) -> tuple[list[tuple[str, object]], list[RecipeError]]:
+    """Every override parsed: the good ones in order, and an error for each bad one (none hides another)."""
+    good, errors = [], []
+    for text in overrides:
+        try:
+            good.append(parse_override(text))
+        except RecipeError as e:
+            errors.append(e)
+    return good, errors
+
+
+def _raise_all(errors: list[RecipeError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise RecipeError(f"{len(errors)} overrides are wrong", "--set", "fix the overrides listed above",
+                          problems=[e.line() for e in errors])
 
 
 def build(
@@ -162,10 +243,22 @@ def build(
     r.set("sample_prompts", str(ws.sample_prompts), "the notes' four test prompts each epoch")
     r.set("sample_every_n_epochs", "1", "the notes' four test prompts each epoch")
     r.set("sample_sampler", SAMPLER, "SDXL base's own scheduler (Euler), deterministic per seed")
-    for text in overrides:
-        name, value = parse_override(text)
+    good, errors = check_overrides(overrides)
+    _raise_all(errors)
+    for name, value in good:
+        if name in ENV_FOR_FLAG:
+            r.env[ENV_FOR_FLAG[name]] = str(value)
+            r.added[name] = f"passed to sd-scripts as ${ENV_FOR_FLAG[name]}, kept out of the command and files"
+            continue
         r.overridden[name] = value
         r.set(name, value)
+    # sd-scripts joins these names to output_dir and logging_dir; parse_override keeps them plain names, and
+    # the workspace's own containment check holds the line should that rule ever change.
+    for flag, folder in (("output_name", ws.output), ("log_prefix", ws.logs), ("log_tracker_name", ws.logs),
+                         ("wandb_run_name", ws.logs)):
+        if flag in r.args and not ws.contains(folder.absolute() / f"{r.args[flag]}-000001.safetensors"):
+            raise RecipeError(f"--set {flag}={safeio.show(r.args[flag])} would write outside the workspace",
+                              str(ws), f"use a plain name, e.g. --set {flag}=my_lora")
     if not xformers_available and r.get("xformers") and "xformers" not in r.overridden:
         r.set("xformers", None)
         r.set("sdpa", True, "xformers is not importable here; PyTorch's SDPA attention instead")
@@ -222,13 +315,19 @@ def _pair(value) -> tuple[int, int]:
     try:
         parts = [int(p) for p in str(value).split(",")]
     except ValueError:
-        raise RecipeError(f"resolution '{value}' is not W,H", "--set resolution", "e.g. --set resolution=1024,1024") from None
+        parts = []
+    if len(parts) not in (1, 2) or not all(MIN_SIDE <= p <= MAX_SIDE for p in parts):
+        raise RecipeError(f"resolution {safeio.show(value)!r} is not W,H from {MIN_SIDE} to {MAX_SIDE}",
+                          "--set resolution", "e.g. --set resolution=1024,1024")
     return (parts[0], parts[-1])
 
 
+MIN_SIDE, MAX_SIDE = 64, 8192
+
+
 def resolution_for(overrides=()) -> tuple[int, int]:
-    """The training resolution the recipe will use with these overrides."""
-    return _pair(dict(parse_override(o) for o in overrides).get("resolution", dict(NOTES)["resolution"]))
+    """The training resolution the recipe will use with these overrides (bad overrides are left to check)."""
+    return _pair(dict(check_overrides(overrides)[0]).get("resolution", dict(NOTES)["resolution"]))
 
 
 def resolution(r: Recipe) -> tuple[int, int]:

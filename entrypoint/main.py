@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bespoke import kohya, switches
 from bespoke.errors import BespokeError, print_error
+from bespoke.masking import mask_argv, secret_values
 from bespoke.workspace import Workspace
 from entrypoint import finish, mounts, proc, services, settings, survey
 
@@ -116,4 +117,4 @@ def report(s: settings.Settings, env: dict[str, str], command: list[str], servic
         say(line)
     for w in warnings:
         say(f"warning: {w}")
-    say("running     " + " ".join(command))
+    say("running     " + " ".join(mask_argv(command, secret_values(env))))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -51,14 +54,48 @@ def start_tensorboard(services: Services, logdir: Path, env: dict[str, str]) -> 
                           f"log {LOG_DIR / 'bespoke-tensorboard.log'}; BESPOKE_TENSORBOARD=0 turns it off)")
 
 
+KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+             "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss")
+
+
+def is_public_key(line: str) -> bool:
+    """`TYPE BASE64 [comment]` whose base64 blob starts with the same TYPE, as every OpenSSH key does."""
+    parts = line.split()
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        return False
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    if len(blob) < 4:
+        return False
+    n = struct.unpack(">I", blob[:4])[0]
+    return blob[4 : 4 + n] == parts[0].encode() and len(blob) > 4 + n + 4
+
+
+def public_keys(public_key: str) -> tuple[list[str], list[str]]:
+    """The lines of PUBLIC_KEY that are SSH public keys, and a warning for each that is not.
+
+    A warning never quotes the line: a private key pasted by mistake must not reach the log."""
+    keys, warnings = [], []
+    lines = [k.strip() for k in public_key.replace("\\n", "\n").splitlines() if k.strip()]
+    for i, line in enumerate(lines, 1):
+        if is_public_key(line):
+            keys.append(line)
+        else:
+            warnings.append(f"ssh: PUBLIC_KEY line {i} of {len(lines)} is not an SSH public key "
+                            "(expected e.g. 'ssh-ed25519 AAAA... you@laptop'); skipped it")
+    return keys, warnings
+
+
 def authorize_key(home: Path, public_key: str) -> Path:
-    """Add the key to ~/.ssh/authorized_keys once, with the permissions sshd insists on."""
+    """Add the SSH public keys of `public_key` to ~/.ssh/authorized_keys once, with sshd's permissions."""
     ssh = home / ".ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
     ssh.chmod(0o700)
     keys = ssh / "authorized_keys"
     existing = keys.read_text().splitlines() if keys.exists() else []
-    new = [k.strip() for k in public_key.replace("\\n", "\n").splitlines() if k.strip()]
+    new = public_keys(public_key)[0]
     keys.write_text("\n".join(existing + [k for k in new if k not in existing]) + "\n")
     keys.chmod(0o600)
     return keys
@@ -76,6 +113,11 @@ def start_sshd(services: Services, public_key: str, env: dict[str, str], uid: in
         return
     if not Path(SSHD).exists() or shutil.which("ssh-keygen", path=env.get("PATH")) is None:
         services.lines.append("ssh: not started: openssh-server is not in this image")
+        return
+    valid, warnings = public_keys(public_key)
+    services.lines += warnings
+    if not valid:
+        services.lines.append("ssh: not started: PUBLIC_KEY holds no SSH public key")
         return
     keys = authorize_key(Path(env.get("HOME") or "/root"), public_key)
     SSHD_RUN_DIR.mkdir(mode=0o755, exist_ok=True)

@@ -70,7 +70,12 @@ def extra_args(value: str, environ: dict[str, str] | None = None) -> list[str]:
     ${VAR} and $VAR are expanded from the container's environment, since a RunPod template cannot:
     an Instant Cluster sets NODE_RANK, PRIMARY_ADDR... on each node (docs/runpod.md)."""
     environ = {} if environ is None else environ
-    value = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: environ.get(m[1] or m[2], m[0]), value)
+    unset = sorted({m[1] or m[2] for m in re.finditer(r"\$\{(\w+)\}|\$(\w+)", value)} - set(environ))
+    if unset:
+        raise SettingError(f"BESPOKE_ARGS uses {', '.join('$' + v for v in unset)}, which "
+                           f"{'is' if len(unset) == 1 else 'are'} not set", "container env",
+                           f"set {unset[0]} in the pod's environment, or remove it from BESPOKE_ARGS")
+    value = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: environ[m[1] or m[2]], value)
     try:
         return shlex.split(value)
     except ValueError as e:

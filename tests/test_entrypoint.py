@@ -7,10 +7,12 @@ to this process, and one test forwards them to a real child through the real sea
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -329,11 +331,18 @@ def test_sd_scripts_missing(tmp_path):
 
 # --- services ------------------------------------------------------------------------------------
 
+def pubkey(kind: str = "ssh-ed25519", comment: str = "me@laptop", seed: int = 0) -> str:
+    """An OpenSSH public key line of the right shape (its blob names its type), as ssh-keygen writes."""
+    def field(b: bytes) -> bytes:
+        return struct.pack(">I", len(b)) + b
+    return f"{kind} {base64.b64encode(field(kind.encode()) + field(bytes([seed]) * 32)).decode()} {comment}"
+
+
 def test_public_key_is_authorized_once_with_sshd_permissions(tmp_path):
-    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE me@laptop"
+    key, second = pubkey(), pubkey("ssh-rsa", "second@key", 1)
     keys = services.authorize_key(tmp_path, key)
-    services.authorize_key(tmp_path, key + "\\nssh-rsa AAAAB3Nza second@key")
-    assert keys.read_text().splitlines() == [key, "ssh-rsa AAAAB3Nza second@key"]
+    services.authorize_key(tmp_path, key + "\\n" + second)
+    assert keys.read_text().splitlines() == [key, second]
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600
     assert stat.S_IMODE(keys.parent.stat().st_mode) == 0o700
 
@@ -344,10 +353,10 @@ def test_sshd_starts_as_root_with_host_keys_made_per_container(seam, tmp_path, m
     monkeypatch.setattr(services, "LOG_DIR", tmp_path)
     bin_dir = executable(tmp_path / "bin" / "ssh-keygen").parent
     running = services.Services()
-    services.start_sshd(running, "ssh-ed25519 AAAA me", {"HOME": str(tmp_path / "root"), "PATH": str(bin_dir)}, uid=0)
+    services.start_sshd(running, pubkey(), {"HOME": str(tmp_path / "root"), "PATH": str(bin_dir)}, uid=0)
     assert seam.argvs() == [["ssh-keygen", "-A"], services.sshd_argv()]
     assert "-D" in services.sshd_argv() and "PasswordAuthentication=no" in services.sshd_argv()
-    assert (tmp_path / "root" / ".ssh" / "authorized_keys").read_text() == "ssh-ed25519 AAAA me\n"
+    assert (tmp_path / "root" / ".ssh" / "authorized_keys").read_text() == pubkey() + "\n"
     assert "port 22" in running.lines[0]
 
 
@@ -604,6 +613,32 @@ def test_verify_sd_scripts_commit(tmp_path):
 def test_bespoke_args_expand_the_cluster_variables():
     env = {"NUM_NODES": "2", "NODE_RANK": "1", "PRIMARY_ADDR": "10.65.0.2", "PRIMARY_PORT": "29500"}
     args = settings.extra_args("--num-machines ${NUM_NODES} --machine-rank $NODE_RANK "
-                               "--main-process-ip ${PRIMARY_ADDR} --main-process-port ${PRIMARY_PORT} ${UNSET}", env)
+                               "--main-process-ip ${PRIMARY_ADDR} --main-process-port ${PRIMARY_PORT}", env)
     assert args == ["--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "10.65.0.2",
-                    "--main-process-port", "29500", "${UNSET}"]
+                    "--main-process-port", "29500"]
+
+
+@pytest.mark.parametrize("text", ["--expect ${UNSET}", "--repeats $NOPE", "--data ${A}/${B}"])
+def test_bespoke_args_refuse_an_unset_variable_naming_it(text):
+    with pytest.raises(settings.SettingError) as e:
+        settings.extra_args(text, {"A": "x"})
+    missing = [v for v in ("UNSET", "NOPE", "B") if v in text]
+    assert all(f"${v}" in e.value.line() for v in missing) and "\n" not in e.value.line()
+
+
+def test_public_key_lines_that_are_not_keys_are_skipped_with_a_warning_keeping_the_good_ones(tmp_path):
+    private = "-----BEGIN OPENSSH PRIVATE KEY-----"
+    bad = [private, "ssh-ed25519 notbase64!!", "ssh-rsa " + pubkey().split()[1], "hello world", "ssh-ed25519"]
+    good = [pubkey(), pubkey("ecdsa-sha2-nistp256", "x", 2)]
+    keys, warnings = services.public_keys("\n".join([bad[0], good[0], *bad[1:], good[1]]))
+    assert keys == good
+    assert len(warnings) == len(bad) and all("not an SSH public key" in w for w in warnings)
+    assert not any(private in w or "notbase64" in w for w in warnings)  # a pasted secret is never echoed
+    keys_file = services.authorize_key(tmp_path, "\n".join(bad + good))
+    assert keys_file.read_text().splitlines() == good
+
+
+def test_sshd_is_not_started_without_one_valid_key(seam, tmp_path):
+    running = services.Services()
+    services.start_sshd(running, "not a key", {"HOME": str(tmp_path)}, uid=0)
+    assert seam.started == [] and "no SSH public key" in running.lines[-1]

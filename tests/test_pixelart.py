@@ -198,7 +198,7 @@ def test_small_renders_are_scored_too():
 def test_unreadable_image_is_a_user_error(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    with pytest.raises(BespokeError, match="not a readable image"):
+    with pytest.raises(BespokeError, match="is not an image"):
         pixelart.load_rgb(bad)
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bespoke import recipe, runs
+from bespoke import recipe, runs, safeio
 from bespoke.errors import BespokeError
 from bespoke.eval import pixelart, report
 from bespoke.fsutil import atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
@@ -103,7 +103,7 @@ def find_samples(sample_dir: Path, name: str) -> list[Sample]:
 def default_palette_dir(ws: Workspace | Path) -> Path | None:
     """The workspace's training_data when it holds images (prepare writes them there), else no palette check."""
     folder = Workspace.of(ws).training_data
-    if folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+    if folder.is_dir() and safeio.image_files(folder, IMAGE_SUFFIXES):
         return folder
     return None
 
@@ -118,8 +118,9 @@ def palette_for(folder: Path | None, grid: int) -> pixelart.Palette | None:
     folder = Path(folder)
     if not folder.is_dir():
         raise BespokeError("palette folder not found", str(folder), "pass the training images' folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    key = (str(folder.resolve()), grid, tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+    files = safeio.image_files(folder, IMAGE_SUFFIXES)
+    stats = ((str(p), st.st_mtime_ns, st.st_size) for p, st in ((p, p.lstat()) for p in files))
+    key = (str(folder.resolve()), grid, tuple(stats))
     if key not in _palettes:
         _palettes.clear()
         _palettes[key] = pixelart.load_palette(folder, grid)
@@ -242,9 +243,12 @@ def _evaluate(ws: Workspace, grid: int, palette_dir: Path | None) -> dict:
             f"no samples named {name}_e<epoch>_... to evaluate", str(ws.samples),
             "train with sample prompts (bespoke run does), or check --workspace",
         )
+    report_dir = ws.report
+    if palette_dir is not None and _overlap(Path(palette_dir), report_dir):
+        raise BespokeError("the palette folder overlaps the report folder, which evaluate rewrites",
+                           safeio.show(palette_dir), "pass --palette-from the training images' folder")
     palette_dir = palette_dir or default_palette_dir(ws)
     palette = palette_for(palette_dir, grid)
-    report_dir = ws.report
     score_samples(samples, palette, grid, report_dir / "sprites")
     loss = read_loss(ws.loss)
     epochs = summarise(samples, ws.output, name, max(s.epoch for s in samples), loss, palette is not None)
@@ -270,6 +274,12 @@ def _evaluate(ws: Workspace, grid: int, palette_dir: Path | None) -> dict:
     atomic_write_text(report_dir / "report.html", report.html(result, sheet, loss))
     atomic_write_json(report_dir / "report.json", result)
     return result
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    """One folder is, holds or is inside the other (links followed: the workspace's containment rule)."""
+    a, b = Path(a).absolute(), Path(b).absolute()  # contains() takes a relative path from its own root
+    return Workspace(a).contains(b) or Workspace(b).contains(a)
 
 
 def thresholds() -> dict:

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from bespoke import safeio
 from bespoke.errors import BespokeError
 
 GRID = 24
@@ -78,23 +79,24 @@ class Score:
         return asdict(self)
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """An image file as an (h, w, 3) uint8 array; a BespokeError if it is not an image."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise BespokeError("not a readable image", str(path), "pass PNG or JPEG files") from e
+def load_rgb(path: Path, grid: int | None = None, margin: int = 0) -> np.ndarray:
+    """An image file as an (h, w, 3) uint8 array, read through bespoke.safeio (regular files only, bombs
+    refused, every mode to RGB); with `grid`, also refuse one the grid and margin do not fit, naming it."""
+    rgb = np.asarray(safeio.load_image(path)[0])
+    if grid is not None:
+        _crop(rgb, grid, margin, safeio.show(path))
+    return rgb
 
 
-def _crop(rgb: np.ndarray, grid: int, margin: int) -> np.ndarray:
+def _crop(rgb: np.ndarray, grid: int, margin: int, where: str | None = None) -> np.ndarray:
     h, w = rgb.shape[:2]
     if margin < 0 or 2 * margin >= min(h, w):
-        raise BespokeError(f"margin {margin} px does not fit a {w}x{h} image", None, "pass a smaller --margin")
+        raise BespokeError(f"margin {margin} px does not fit a {w}x{h} image", where, "pass a smaller --margin")
     if margin:
         rgb = rgb[margin : h - margin, margin : w - margin]
     if min(rgb.shape[:2]) < grid:
-        raise BespokeError(f"a {w}x{h} image is smaller than the {grid} grid", None, "check --grid")
+        raise BespokeError(f"a {w}x{h} image is smaller than the {grid} grid", where,
+                           "pass a render of at least GRID px a side, or check --grid")
     return rgb
 
 
@@ -334,12 +336,12 @@ def load_palette(folder: Path, grid: int = GRID) -> Palette:
     count range is half the smallest to twice the largest, since samples need not match exactly.
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
+    files = safeio.image_files(folder, {".png", ".jpg", ".jpeg", ".webp"})
     if not files:
         raise BespokeError("no training images to take a palette from", str(folder), "pass the dataset folder")
     colours, counts = [], []
     for path in files:
-        rgb = load_rgb(path)
+        rgb = load_rgb(path, grid)
         sprite = rgb if rgb.shape[:2] == (grid, grid) else pixelate(rgb, grid)
         colours.append(np.unique(sprite.reshape(-1, 3), axis=0))
         counts.append(count_colours(sprite))

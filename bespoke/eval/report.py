@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from bespoke import safeio
 from bespoke.eval import pixelart
 
 THUMB = 168  # px, the sample's thumbnail
@@ -109,8 +110,8 @@ def contact_sheet(samples, epochs, recommendation, grid: int = pixelart.GRID) ->
                 draw.rectangle(layout.thumb_box(r, c), outline=DIM)
                 draw.text((tx + 8, ty + 8), "no sample", fill=DIM, font=small)
                 continue
-            with Image.open(sample.path) as img:
-                sheet.paste(img.convert("RGB").resize((THUMB, THUMB), Image.Resampling.LANCZOS), (tx, ty))
+            img = safeio.load_image(sample.path)[0]
+            sheet.paste(img.resize((THUMB, THUMB), Image.Resampling.LANCZOS), (tx, ty))
             sprite = pixelart.enlarge(_sprite_of(sample, grid), SPRITE_SCALE)
             sheet.paste(sprite, layout.sprite_box(r, c)[:2])
             sc = sample.score
