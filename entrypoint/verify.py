@@ -22,15 +22,35 @@ from bespoke.tokens import cache_name
 # "a photo of a cat" in the CLIP BPE vocabulary, start and end tokens included.
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
 REQUIREMENTS = ("torch-cu128.txt", "sd-scripts.txt")
+LOCK = "lock-cu128.txt"
 PIN_LINE = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pins(requirements: Path) -> dict[str, str]:
     out = {}
     for line in Path(requirements).read_text().splitlines():
         if m := PIN_LINE.match(line.strip()):
-            out[m.group(1).lower()] = m.group(2)
+            out[canonical(m.group(1))] = m.group(2)
     return out
+
+
+def check_lock(lock: Path, skip: tuple[str, ...] = ("bespoke", "pip")) -> list[str]:
+    """Every distribution installed here is in the lock, at the lock's version: nothing floated."""
+    locked = pins(lock)
+    problems = []
+    for dist in metadata.distributions():
+        name = canonical(dist.metadata["Name"])
+        if name in skip:
+            continue
+        if name not in locked:
+            problems.append(f"{name} {dist.version} is installed but not in {lock} (fix: make lock)")
+        elif locked[name] != dist.version:
+            problems.append(f"{name} is {dist.version}, {lock} locks {locked[name]}")
+    return sorted(problems)
 
 
 def check_sd_scripts(sd_dir: Path, pin: str) -> list[str]:
@@ -116,6 +136,7 @@ def main(argv: list[str]) -> int:
         "tokenizers": lambda: check_tokenizers(Path(os.environ.get("BESPOKE_TOKENIZER_DIR",
                                                                    "/opt/bespoke/tokenizers"))),
         "versions": lambda: [p for r in requirements for p in check_versions(r)],
+        "lock": lambda: check_lock(Path("/opt/bespoke/requirements") / LOCK),
         "xformers build": check_xformers_build,
         "imports": check_imports,
         "compiler (fast profile)": check_compiler,

@@ -124,32 +124,45 @@ def test_sd_scripts_is_its_own_early_stage_copied_into_the_image():
 
 def test_dockerfile_installs_exactly_what_make_kohya_env_installs():
     docker = pip_commands("\n".join(runs("venv")))
-    make = [c.replace("requirements/torch-cpu.txt", "requirements/torch-cu128.txt")
-            for c in pip_commands(makefile_recipe("$(KOHYA_VENV)/.installed"))]
-    assert "pip install -r requirements/torch-cu128.txt -r requirements/sd-scripts.txt" in make
+    make = [c.replace("$(TORCH)", "${TORCH}") for c in pip_commands(makefile_recipe("$(KOHYA_VENV)/.installed"))]
+    install = "pip install -c requirements/lock-${TORCH}.txt -r requirements/torch-${TORCH}.txt -r requirements/sd-scripts.txt"
+    assert install in make and install in docker
     assert "pip install --no-deps -r requirements/tokenizer-data.txt" in make
     for command in make:
-        if command.startswith("pip install --upgrade pip=="):
-            assert "pip install --upgrade pip==${PIP_VERSION}" in docker
+        if command.startswith("pip install -c requirements/lock-${TORCH}.txt --upgrade pip=="):
+            assert "pip install -c requirements/lock-${TORCH}.txt --upgrade pip==${PIP_VERSION} setuptools" in docker
         elif "-e" in command.split():
             continue  # the package itself: the image's last layer, tested below
         else:
             assert command in docker, f"the Dockerfile does not run `{command}` as the Makefile does"
     make_pip = re.search(r"^PIP_VERSION := (\S+)", MAKEFILE, re.MULTILINE).group(1)
     assert f"PIP_VERSION={make_pip}" in [a for _, k, a in instructions() if k == "ARG"]
+    assert re.search(r"^TORCH := cpu$", MAKEFILE, re.MULTILINE) and "TORCH=cu128" in [
+        a for s, k, a in instructions() if k == "ARG" and s == "venv"]
+
+
+def test_the_dependency_layer_copies_only_what_it_installs():
+    """A change to torch-cpu.txt or the CPU lock must not rebuild (and re-push) the ~4.5 GB layer."""
+    copies = [a for s, k, a in instructions() if k == "COPY" and s == "venv"]
+    files = [w for c in copies for w in c.split()[:-1]]
+    installed = set(re.findall(r"-[rc] (requirements/\S+\.txt)", "\n".join(runs("venv"))))
+    assert set(files) == installed | {"pyproject.toml"}
+    assert "requirements/" not in files
 
 
 def test_every_requirements_file_the_dockerfile_installs_exists_and_ci_installs_it():
-    used = set(re.findall(r"-r (requirements/\S+\.txt)", DOCKERFILE))
-    assert used == {"requirements/torch-cu128.txt", "requirements/sd-scripts.txt", "requirements/tokenizer-data.txt"}
-    ci_installed = set(re.findall(r"-r (requirements/\S+\.txt)", MAKEFILE))  # make test / make smoke-test
-    for path in used:
-        assert (ROOT / path).is_file(), path
-        counterpart = path.replace("torch-cu128", "torch-cpu")  # the image's platform file
-        assert counterpart in ci_installed, f"{path}: CI never installs {counterpart}"
+    used = set(re.findall(r"-[rc] (requirements/\S+\.txt)", DOCKERFILE))
+    assert used == {"requirements/lock-${TORCH}.txt", "requirements/torch-${TORCH}.txt",
+                    "requirements/sd-scripts.txt", "requirements/tokenizer-data.txt"}
+    for torch in ("cu128", "cpu"):
+        for path in used:
+            assert (ROOT / path.replace("${TORCH}", torch)).is_file(), path
     ci = (WORKFLOWS / "ci.yml").read_text()
     assert "make dev-env" in ci and "bash .ci/run" in ci
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    for command in ("make test", "make kohya-test", "make smoke-test"):
+        assert f"\n{command}\n" in ci_run, f".ci/run does not run {command}"
+    assert "--fail-on-skip" in makefile_recipe("kohya-test") and "-m kohya" in makefile_recipe("kohya-test")
 
 
 def test_the_image_reuses_the_makefile_targets_without_reinstalling():
