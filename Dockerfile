@@ -78,7 +78,7 @@ RUN HF_HOME=/tmp/hf python -c 'import sys; from transformers import CLIPTokenize
 FROM venv AS image
 ARG VERSION=dev
 ARG REVISION=unknown
-ARG SOURCE=https://github.com/your-github-user/bespoke
+ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="bespoke" \
       org.opencontainers.image.description="SDXL LoRA training appliance for 24x24 pixel-art portraits (kohya sd-scripts, CUDA 12.8)" \
       org.opencontainers.image.source="${SOURCE}" \

@@ -18,7 +18,15 @@ TORCH := cpu
 LOCK := requirements/lock-$(TORCH).txt
 LOCK_VENV ?= .venv-lock
 
-.PHONY: test smoke-test kohya-test sd-scripts kohya-env dev-env lock flags bench clean
+# The image: one setting, BESPOKE_IMAGE (the environment, or .env, which compose reads too). Unset, it is
+# what the image workflow publishes for this repository: ghcr.io/<owner>/<repo>, lower case (GitHub
+# Actions sets GITHUB_REPOSITORY; elsewhere it comes from the origin remote).
+GITHUB_REPOSITORY ?= $(shell git remote get-url origin 2>/dev/null | sed -nE 's#^.*github\.com[:/]([^/]+/[^/]+)$$#\1#p' | sed -E 's/\.git$$//')
+ifeq ($(strip $(BESPOKE_IMAGE)),)
+BESPOKE_IMAGE = $(or $(shell sed -n 's/^BESPOKE_IMAGE=//p' .env 2>/dev/null),$(if $(GITHUB_REPOSITORY),ghcr.io/$(shell echo '$(GITHUB_REPOSITORY)' | tr A-Z a-z)))
+endif
+
+.PHONY: test smoke-test kohya-test sd-scripts kohya-env dev-env lock image-name runpod-template flags bench clean
 
 ## test: lint and unit tests in a torch-free environment (what CI runs)
 test: $(VENV)/.installed
@@ -75,6 +83,17 @@ sd-scripts:
 		git -C "$(SD_SCRIPTS_DIR)" checkout -q FETCH_HEAD && \
 		echo $(SD_SCRIPTS_COMMIT) > "$(SD_SCRIPTS_DIR)/.bespoke-commit"; \
 	fi
+
+## image-name: the image compose, the RunPod template and the workflow use (BESPOKE_IMAGE)
+NEED_IMAGE = [ -n "$(BESPOKE_IMAGE)" ] || { echo "$@: no BESPOKE_IMAGE and no GitHub origin remote to derive it from; fix: put BESPOKE_IMAGE=ghcr.io/<owner>/<repo> in .env" >&2; exit 1; }
+image-name:
+	@$(NEED_IMAGE)
+	@echo "$(BESPOKE_IMAGE)"
+
+## runpod-template: runpod/template.json with the image filled in (make -s runpod-template | curl ... -d @-)
+runpod-template:
+	@$(NEED_IMAGE)
+	@$(PYTHON) -c 'import json, sys; t = json.load(open("runpod/template.json")); t["imageName"] = sys.argv[1]; print(json.dumps(t, indent=2))' "$(BESPOKE_IMAGE):latest"
 
 ## flags: regenerate bespoke/data/sdxl_train_network_flags.json from sd-scripts
 flags: $(KOHYA_VENV)/.installed sd-scripts

@@ -86,10 +86,9 @@ def template() -> dict:
     return json.loads((ROOT / "runpod" / "template.json").read_text())
 
 
-def compose_image_default(image: str) -> str:
-    m = re.fullmatch(r"\$\{BESPOKE_IMAGE:-([^}]+)\}", image)
-    assert m, f"compose image should be ${{BESPOKE_IMAGE:-<published image>}}, is {image}"
-    return m.group(1)
+def make(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
 
 
 # --- sd-scripts ----------------------------------------------------------------------------------
@@ -263,19 +262,31 @@ def test_compose_smoke_profile_runs_make_smoke_test_on_cpu():
     assert "deploy" not in smoke and "./workspace:/workspace" in smoke["volumes"]
 
 
-def test_compose_template_and_workflow_name_the_same_image():
-    services = compose()["services"]
-    images = {compose_image_default(s["image"]) for s in services.values()}
-    (published,) = images
-    assert template()["imageName"] == published
-    registry, owner, rest = published.split("/")
-    name, tag = rest.split(":")
-    assert (registry, name, tag) == ("ghcr.io", "bespoke", "latest")
-    image_yml = workflow("image.yml")
-    assert image_yml["env"]["IMAGE_NAME"] == name
-    assert 'image=ghcr.io/${GITHUB_REPOSITORY_OWNER,,}/${IMAGE_NAME}' in (WORKFLOWS / "image.yml").read_text()
-    for doc in ("docs/runpod.md", "docs/container.md", "README.md", ".env.example"):
-        assert published in (ROOT / doc).read_text(), doc
+def test_one_setting_names_the_image_everywhere():
+    """BESPOKE_IMAGE, or what the workflow publishes for the repository: ghcr.io/<owner>/<repo>."""
+    for service in compose()["services"].values():
+        assert re.fullmatch(r"\$\{BESPOKE_IMAGE:\?set BESPOKE_IMAGE in \.env \(make image-name prints it\)\}",
+                            service["image"]), service["image"]
+    assert template()["imageName"] == "${BESPOKE_IMAGE}:latest"  # filled in by make runpod-template
+    r = make("image-name", GITHUB_REPOSITORY="Some-Owner/My-Bespoke", BESPOKE_IMAGE="")
+    assert (r.returncode, r.stdout) == (0, "ghcr.io/some-owner/my-bespoke\n"), r.stderr
+    r = make("runpod-template", GITHUB_REPOSITORY="Some-Owner/My-Bespoke", BESPOKE_IMAGE="")
+    assert json.loads(r.stdout) == {**template(), "imageName": "ghcr.io/some-owner/my-bespoke:latest"}
+    r = make("image-name", BESPOKE_IMAGE="registry.example/me/bespoke")
+    assert r.stdout == "registry.example/me/bespoke\n"
+    build = workflow("image.yml")["jobs"]["build"]
+    (name,) = [s for s in build["steps"] if s.get("id") == "name"]
+    assert 'echo "image=$(make -s image-name)"' in name["run"]
+    assert "your-github-user" not in "".join((ROOT / f).read_text() for f in (
+        "README.md", "docs/runpod.md", "docs/container.md", ".env.example", "Dockerfile", "docker-compose.yml"))
+
+
+def test_without_a_repository_the_image_name_is_one_line_with_the_fix(tmp_path):
+    r = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "image-name"], cwd=tmp_path, capture_output=True,
+                       text=True, env={k: v for k, v in os.environ.items() if k not in ("GITHUB_REPOSITORY", "BESPOKE_IMAGE")})
+    assert r.returncode != 0 and r.stdout == ""
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("image-name:")]
+    assert "fix: put BESPOKE_IMAGE=ghcr.io/<owner>/<repo> in .env" in line
 
 
 def test_runpod_template_mounts_the_workspace_and_fits_the_disk_arithmetic():

@@ -661,3 +661,11 @@ def test_bespoke_args_expand_the_cluster_variables():
                                "--main-process-ip ${PRIMARY_ADDR} --main-process-port ${PRIMARY_PORT} ${UNSET}", env)
     assert args == ["--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "10.65.0.2",
                     "--main-process-port", "29500", "${UNSET}"]
+
+
+def test_a_driver_older_than_570_is_one_line_with_the_fix():
+    lines = ["0, NVIDIA A40, 46068 MiB, 535.129.03"]
+    problem = survey.driver_problem(lines)
+    assert "535.129.03" in problem and "570" in problem and "fix: on RunPod filter for CUDA 12.8" in problem
+    assert "\n" not in problem
+    assert survey.driver_problem(["0, NVIDIA H100 80GB HBM3, 81559 MiB, 570.86.15"]) is None
