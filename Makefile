@@ -26,7 +26,14 @@ ifeq ($(strip $(BESPOKE_IMAGE)),)
 BESPOKE_IMAGE = $(or $(shell sed -n 's/^BESPOKE_IMAGE=//p' .env 2>/dev/null),$(if $(GITHUB_REPOSITORY),ghcr.io/$(shell echo '$(GITHUB_REPOSITORY)' | tr A-Z a-z)))
 endif
 
-.PHONY: test smoke-test kohya-test sd-scripts kohya-env dev-env lock image-name runpod-template flags bench clean
+# make image-test: the Dockerfile built with podman on a Debian base (debootstrap, cached here, outside
+# the clone) and PyPI's torch, then tools/image-test.sh run in it.
+IMAGE_CACHE ?= /var/cache/bespoke-ci
+DEBIAN_SUITE ?= bookworm
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+TEST_IMAGE ?= localhost/bespoke:image-test
+
+.PHONY: test smoke-test kohya-test image-test sd-scripts kohya-env dev-env lock image-name runpod-template flags bench clean
 
 ## test: lint and unit tests in a torch-free environment (what CI runs)
 test: $(VENV)/.installed
@@ -49,6 +56,15 @@ smoke-test: $(KOHYA_VENV)/.installed sd-scripts
 ## kohya-test: the tests marked kohya (real sd-scripts, torch, TensorBoard, sshd), none skipped
 kohya-test: $(KOHYA_VENV)/.installed sd-scripts
 	SD_SCRIPTS_DIR=$(SD_SCRIPTS_DIR) $(KOHYA_VENV)/bin/pytest -q -m kohya --fail-on-skip
+
+## image-test: build the image with podman (only build args differ) and run tools/image-test.sh in it
+image-test: sd-scripts
+	tools/podman-setup.sh
+	base="$$(tools/debian-base.sh $(IMAGE_CACHE) $(DEBIAN_SUITE) $(DEBIAN_MIRROR))" && \
+	podman build --layers -f Dockerfile -t $(TEST_IMAGE) -v "$(SD_SCRIPTS_DIR):/sd-scripts-src:ro" \
+		--build-arg CUDA_BASE="$$base" --build-arg CUDA_DEV_PACKAGES= --build-arg TORCH=cpu \
+		--build-arg SD_SCRIPTS_SOURCE=/sd-scripts-src --build-arg VERSION=image-test .
+	ENGINE=podman tools/image-test.sh $(TEST_IMAGE)
 
 ## kohya-env: the environment sd-scripts runs in (same files the Dockerfile installs)
 kohya-env: $(KOHYA_VENV)/.installed

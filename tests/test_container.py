@@ -219,13 +219,26 @@ def test_the_build_smoke_checks_itself():
 
 
 def test_dockerfile_bakes_the_tokenizers_sd_scripts_and_bespoke_load():
+    """Built offline by bespoke's own builder (the smoke test's), so no Hub download at build time."""
     from bespoke import tokens
 
     (bake,) = runs("tokenizers")
-    assert "CLIPTokenizer.from_pretrained(m).save_pretrained(\"/opt/bespoke/tokenizers/\" + m.replace(\"/\", \"_\"))" in bake
-    assert bake.split("' ", 1)[1].split(" &&")[0].split() == list(verify.TOKENIZERS) == list(tokens.TOKENIZER_IDS)
+    assert "from bespoke import tokens; tokens.build(Path(\"/opt/bespoke/tokenizers\"))" in bake
+    assert "from_pretrained" not in DOCKERFILE
+    assert list(verify.TOKENIZERS) == list(tokens.TOKENIZER_IDS)
     assert "--from=tokenizers /opt/bespoke/tokenizers /opt/bespoke/tokenizers" in [
         a for s, k, a in instructions() if k == "COPY" and s == "image"]
+
+
+def test_sd_scripts_from_a_folder_must_hold_the_pin():
+    """make image-test copies sd-scripts from a folder, as make sd-scripts does, never another commit."""
+    (fetch,) = runs("sd-scripts")[1:]
+    assert 'test "$(cat "${SD_SCRIPTS_SOURCE}/.bespoke-commit")" = "${commit}"' in fetch
+    assert "SD_SCRIPTS_SOURCE=" in [a for s, k, a in instructions() if k == "ARG" and s == "sd-scripts"]
+    recipe = makefile_recipe("image-test")
+    for arg in ("CUDA_BASE=", "CUDA_DEV_PACKAGES=", "TORCH=cpu", "SD_SCRIPTS_SOURCE=/sd-scripts-src"):
+        assert f"--build-arg {arg}" in recipe
+    assert "-f Dockerfile" in recipe and "tools/image-test.sh" in recipe
 
 
 def test_no_host_keys_are_baked():
@@ -364,11 +377,12 @@ def test_image_workflow_builds_once_then_tests_that_image():
     assert "type=semver" in tags and "type=sha" in tags and "value=latest,enable={{is_default_branch}}" in tags
     steps = "\n".join(s.get("run", "") for s in test["steps"])
     assert 'docker pull "${IMAGE}@${DIGEST}"' in steps
-    assert "make smoke-test" in steps and "bespoke --version" in steps
-    assert "python -m entrypoint --verify-image" in steps
-    assert "cat /opt/sd-scripts/.bespoke-commit" in steps and "bespoke/SD_SCRIPTS_COMMIT" in steps
-    for tokenizer_dir in verify.tokenizer_dirs(Path("/opt/bespoke/tokenizers")):
-        assert f"{tokenizer_dir}/vocab.json" in steps
+    assert 'tools/image-test.sh "${UNDER_TEST}"' in steps  # the checks make image-test runs, by the same script
+    script = (ROOT / "tools" / "image-test.sh").read_text()
+    for check in ("bespoke --version", "python -m entrypoint --verify-image", "bespoke smoke-test",
+                  "cat /opt/sd-scripts/.bespoke-commit", "/data/runs", "ssh_in bespoke --version",
+                  "BESPOKE_ON_FINISH=exit", "BESPOKE_ON_FINISH=sleep", "BESPOKE_ON_FINISH=hibernate"):
+        assert check in script, check
 
 
 # --- the linters, for real -----------------------------------------------------------------------
