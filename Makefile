@@ -32,6 +32,10 @@ IMAGE_CACHE ?= /var/cache/bespoke-ci
 DEBIAN_SUITE ?= bookworm
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
 TEST_IMAGE ?= localhost/bespoke:image-test
+# Build-time mounts only (nothing of them is in the image): the machine's CA bundle, for pip behind a
+# TLS-intercepting proxy (these machines), and the local wheel mirrors where there are some.
+BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
+LOCAL_INDEXES ?= $(wildcard /opt/pypi/simple /opt/pypi-more/simple)
 
 .PHONY: test smoke-test kohya-test image-test sd-scripts kohya-env dev-env lock image-name runpod-template flags bench clean
 
@@ -60,8 +64,11 @@ kohya-test: $(KOHYA_VENV)/.installed sd-scripts
 ## image-test: build the image with podman (only build args differ) and run tools/image-test.sh in it
 image-test: sd-scripts
 	tools/podman-setup.sh
+	printf '[global]\ncert = /run/bespoke-build/ca.crt\n$(if $(LOCAL_INDEXES),extra-index-url = $(addprefix file://,$(LOCAL_INDEXES)))\n' > $(IMAGE_CACHE)/pip.conf
 	base="$$(tools/debian-base.sh $(IMAGE_CACHE) $(DEBIAN_SUITE) $(DEBIAN_MIRROR))" && \
-	podman build --layers -f Dockerfile -t $(TEST_IMAGE) -v "$(SD_SCRIPTS_DIR):/sd-scripts-src:ro" \
+	podman build --layers --format docker -f Dockerfile -t $(TEST_IMAGE) -v "$(SD_SCRIPTS_DIR):/sd-scripts-src:ro" \
+		-v $(BUILD_CA):/run/bespoke-build/ca.crt:ro -v $(IMAGE_CACHE)/pip.conf:/etc/pip.conf:ro \
+		$(foreach d,$(LOCAL_INDEXES),-v $(dir $(d)):$(dir $(d)):ro) \
 		--build-arg CUDA_BASE="$$base" --build-arg CUDA_DEV_PACKAGES= --build-arg TORCH=cpu \
 		--build-arg SD_SCRIPTS_SOURCE=/sd-scripts-src --build-arg VERSION=image-test .
 	ENGINE=podman tools/image-test.sh $(TEST_IMAGE)

@@ -161,6 +161,7 @@ def test_every_requirements_file_the_dockerfile_installs_exists_and_ci_installs_
     ci_run = (ROOT / ".ci" / "run").read_text()
     for command in ("make test", "make kohya-test", "make smoke-test"):
         assert f"\n{command}\n" in ci_run, f".ci/run does not run {command}"
+    assert "\n  make image-test\n" in ci_run  # IMAGE_TEST=0 in GitHub's ci.yml: image.yml builds the image
     assert "--fail-on-skip" in makefile_recipe("kohya-test") and "-m kohya" in makefile_recipe("kohya-test")
 
 
