@@ -50,7 +50,7 @@ def record_failure(workspace: Path, code: int, interrupted: bool) -> Path | None
 def record_setting_error(workspace: Path, error: str) -> Path | None:
     """Put an unusable setting in status.json beside the run's own fields (bespoke rewrites the file while
     it runs, so this is written once the run has ended)."""
-    path = Path(workspace) / "output" / "status.json"
+    path = Workspace.of(workspace).status
     try:
         status = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):

@@ -117,7 +117,7 @@ def test_a_service_that_dies_at_start_is_one_line_with_its_cause(tmp_path, monke
 START_SSHD = """
 import os, signal, sys, time
 from pathlib import Path
-from bespoke.preflight import CACHE_VARS
+from bespoke.workspace import CACHE_VARS
 from entrypoint import services, settings
 
 # The image's environment: the venv first on PATH, the workspace, RunPod's variables, a secret.
