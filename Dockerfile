@@ -2,6 +2,9 @@
 # bespoke: a folder of 24x24 pixel-art portraits in, an SDXL LoRA out, on kohya sd-scripts (CUDA 12.8).
 # Each install step is one that the Makefile runs too, with the same files (`make sd-scripts`,
 # `make kohya-env`), so a green CI means a sane image. docs/container.md explains every version.
+# `make image-test` builds this same file with other build args for what CI machines cannot reach (a
+# Debian base instead of the CUDA one, no NVIDIA apt packages, PyPI's torch, sd-scripts from a folder)
+# and runs tools/image-test.sh in it, as the image workflow does against the real image.
 
 # CUDA 12.8.1 "base": the CUDA runtime (cudart) plus the NVIDIA container settings, which refuse to start
 # on a driver too old for 12.8. Not "runtime": torch's cu128 wheels bring cuBLAS, cuDNN and NCCL as
@@ -18,14 +21,22 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates git \
  && rm -rf /var/lib/apt/lists/*
 ARG SD_SCRIPTS_REPO=https://github.com/kohya-ss/sd-scripts
+# A folder holding sd-scripts at the pin (with .bespoke-commit), mounted into the build (podman build -v):
+# copied instead of cloned, as `make sd-scripts` copies SD_SCRIPTS_SOURCE.
+ARG SD_SCRIPTS_SOURCE=
 COPY bespoke/SD_SCRIPTS_COMMIT /tmp/SD_SCRIPTS_COMMIT
 RUN commit="$(tr -d '[:space:]' < /tmp/SD_SCRIPTS_COMMIT)" \
- && git init -q /opt/sd-scripts \
- && git -C /opt/sd-scripts fetch -q --depth 1 "${SD_SCRIPTS_REPO}" "${commit}" \
- && git -C /opt/sd-scripts checkout -q FETCH_HEAD \
- && test "$(git -C /opt/sd-scripts rev-parse HEAD)" = "${commit}" \
- && echo "${commit}" > /opt/sd-scripts/.bespoke-commit \
- && rm -rf /opt/sd-scripts/.git
+ && if [ -n "${SD_SCRIPTS_SOURCE}" ]; then \
+      test "$(cat "${SD_SCRIPTS_SOURCE}/.bespoke-commit")" = "${commit}" \
+      && cp -R "${SD_SCRIPTS_SOURCE}" /opt/sd-scripts && chmod -R u+w /opt/sd-scripts; \
+    else \
+      git init -q /opt/sd-scripts \
+      && git -C /opt/sd-scripts fetch -q --depth 1 "${SD_SCRIPTS_REPO}" "${commit}" \
+      && git -C /opt/sd-scripts checkout -q FETCH_HEAD \
+      && test "$(git -C /opt/sd-scripts rev-parse HEAD)" = "${commit}" \
+      && rm -rf /opt/sd-scripts/.git; \
+    fi \
+ && echo "${commit}" > /opt/sd-scripts/.bespoke-commit
 
 # ---- the OS layer: Python 3.12, tini (PID 1), sshd (PUBLIC_KEY), make (make smoke-test), gcc with Python's
 # headers (the fast profile's torch.compile builds Triton's launcher with them), and g++ with CUDA's headers
@@ -35,46 +46,51 @@ FROM ${CUDA_BASE} AS os
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 # Host keys that openssh-server makes on install are deleted: each container makes its own at start.
-# hadolint ignore=DL3008
+ARG CUDA_DEV_PACKAGES="cuda-cccl-12-8 cuda-crt-12-8 cuda-cudart-dev-12-8 cuda-driver-dev-12-8"
+# hadolint ignore=DL3008,SC2086
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates cuda-cccl-12-8 cuda-crt-12-8 cuda-cudart-dev-12-8 \
-    cuda-driver-dev-12-8 \
+ && apt-get install -y --no-install-recommends ca-certificates ${CUDA_DEV_PACKAGES} \
     g++ gcc libc6-dev make openssh-server python3 python3-dev python3-venv tini \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 
-# ---- dependencies: exactly `make kohya-env`, with the cu128 torch file in place of the CPU one ----------
+# ---- dependencies: exactly `make kohya-env`, with TORCH=cu128 in place of cpu, through the lock ---------
+# Only the files this layer installs are copied: a change to any other file (torch-cpu.txt, lock-cpu.txt)
+# leaves this ~4.5 GB layer cached.
 FROM os AS venv
 ARG PIP_VERSION=25.3
+ARG TORCH=cu128
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 WORKDIR /opt/bespoke
-COPY requirements/ requirements/
+COPY requirements/lock-${TORCH}.txt requirements/torch-${TORCH}.txt requirements/sd-scripts.txt \
+     requirements/tokenizer-data.txt requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --upgrade pip==${PIP_VERSION} \
- && pip install -r requirements/torch-cu128.txt -r requirements/sd-scripts.txt
+    pip install -c requirements/lock-${TORCH}.txt --upgrade pip==${PIP_VERSION} setuptools \
+ && pip install -c requirements/lock-${TORCH}.txt -r requirements/torch-${TORCH}.txt -r requirements/sd-scripts.txt
 # bespoke's own [project] dependencies (all pinned), installed here so the code layer below adds none.
 # pip check runs before tokenizer-data, which is installed --no-deps for its data file alone.
 COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
        > /tmp/bespoke-requirements.txt \
- && pip install -r /tmp/bespoke-requirements.txt \
+ && pip install -c requirements/lock-${TORCH}.txt -r /tmp/bespoke-requirements.txt \
  && pip check \
  && pip install --no-deps -r requirements/tokenizer-data.txt
 
-# ---- the two CLIP tokenizers sd-scripts loads, in its --tokenizer_cache_dir layout (id with / as _) -----
+# ---- the two CLIP tokenizers sd-scripts loads, in its --tokenizer_cache_dir layout (id with / as _), built
+# offline by bespoke's own builder from open-clip's BPE file (tokenizer-data.txt): no Hub at build time -----
 FROM venv AS tokenizers
-RUN HF_HOME=/tmp/hf python -c 'import sys; from transformers import CLIPTokenizer; [CLIPTokenizer.from_pretrained(m).save_pretrained("/opt/bespoke/tokenizers/" + m.replace("/", "_")) for m in sys.argv[1:]]' \
-      openai/clip-vit-large-patch14 laion/CLIP-ViT-bigG-14-laion2B-39B-b160k \
- && rm -rf /tmp/hf
+COPY bespoke/ /tmp/src/bespoke/
+RUN PYTHONPATH=/tmp/src python -c 'from pathlib import Path; from bespoke import tokens; tokens.build(Path("/opt/bespoke/tokenizers"))' \
+ && rm -rf /tmp/src
 
 # ---- the image ---------------------------------------------------------------------------------------
 FROM venv AS image
 ARG VERSION=dev
 ARG REVISION=unknown
-ARG SOURCE=https://github.com/your-github-user/bespoke
+ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="bespoke" \
       org.opencontainers.image.description="SDXL LoRA training appliance for 24x24 pixel-art portraits (kohya sd-scripts, CUDA 12.8)" \
       org.opencontainers.image.source="${SOURCE}" \

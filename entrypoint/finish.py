@@ -47,6 +47,27 @@ def record_failure(workspace: Path, code: int, interrupted: bool) -> Path | None
     return path
 
 
+def record_setting_error(workspace: Path, error: str) -> Path | None:
+    """Put an unusable setting in status.json beside the run's own fields (bespoke rewrites the file while
+    it runs, so this is written once the run has ended)."""
+    path = Workspace.of(workspace).status
+    try:
+        status = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        status = {}
+    if not isinstance(status, dict):
+        status = {}
+    status["on_finish_error"] = error
+    try:
+        from bespoke.fsutil import atomic_write_json
+
+        atomic_write_json(path, status)
+    except OSError as e:
+        say(f"could not write {path} ({e.strerror})")
+        return None
+    return path
+
+
 def sleep_until_signal(sleep: Callable[[float], None] | None = None) -> int:
     """Block until SIGTERM/SIGINT/SIGHUP/SIGQUIT (docker stop, pod stop) and return that signal."""
     received: list[int] = []
@@ -70,6 +91,9 @@ def finish(settings: Settings, code: int, env: dict[str, str],
     """Follow BESPOKE_ON_FINISH for a run that ended by itself (success or failure) with `code`."""
     policy = settings.on_finish
     outcome = "succeeded" if code == 0 else f"failed (exit {code}); status.json says why"
+    if settings.on_finish_error:
+        say(f"error: {settings.on_finish_error}")
+        record_setting_error(settings.workspace, settings.on_finish_error)
     if policy == "exit":
         say(f"run {outcome}; exiting (BESPOKE_ON_FINISH=exit)")
         return code

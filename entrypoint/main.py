@@ -99,7 +99,7 @@ def report(s: settings.Settings, env: dict[str, str], command: list[str], servic
     warnings = list(mounts.workspace_warnings(s.workspace))
     gpu_lines, gpu_problem = survey.gpus()
     sd_line, sd_problem = survey.sd_scripts_line(kohya.default_dir(env), kohya.pinned_commit())
-    warnings += [w for w in (gpu_problem, sd_problem) if w]
+    warnings += [w for w in (s.on_finish_error, gpu_problem, sd_problem) if w]
     if s.pod_id and s.on_finish == "exit":
         warnings.append("BESPOKE_ON_FINISH=exit on RunPod: RunPod restarts a container that exits, and the "
                         "restarted run finds DONE.json and exits again; fix: BESPOKE_ON_FINISH=sleep or stop")

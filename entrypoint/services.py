@@ -1,14 +1,19 @@
-"""RunPod conventions beside the run: sshd with PUBLIC_KEY (to copy LoRAs out) and TensorBoard on 6006."""
+"""RunPod conventions beside the run: sshd with PUBLIC_KEY (to copy LoRAs out) and TensorBoard on 6006.
+
+A service that dies is reported in the pod log at once, in one line with the last line of its log."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import os
+import re
+import shlex
 import shutil
 import struct
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,16 +23,38 @@ from entrypoint.settings import TENSORBOARD_PORT
 SSHD = "/usr/sbin/sshd"
 SSHD_RUN_DIR = Path("/run/sshd")  # privilege separation directory sshd insists on
 LOG_DIR = Path("/tmp")
+# An ssh session starts from sshd's bare environment. As in RunPod's own images, the container's is
+# written at start to /etc/rp_environment, and sourced by login shells from /etc/profile.d (after
+# /etc/profile resets PATH) and by every other bash from the first line of /etc/bash.bashrc (bash runs
+# it, then ~/.bashrc, for `ssh pod COMMAND`, and ignores BASH_ENV there).
+SHELL_ENV_FILE = Path("/etc/rp_environment")
+SHELL_ENV_HOOK = Path("/etc/profile.d/rp_environment.sh")
+SYSTEM_BASHRC = Path("/etc/bash.bashrc")
+# Per-session variables that sshd and login set, and secrets, which are never written to disk.
+_SESSION_VARS = {"HOME", "USER", "LOGNAME", "SHELL", "TERM", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "MAIL", "_",
+                 "PUBLIC_KEY"}
+_SECRET = re.compile(r"TOKEN|SECRET|PASSW|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
 
 @dataclass
 class Services:
-    """The background children we started, and one line about each for the report."""
+    """The background children we started, one line about each for the report, and a watcher per child
+    that says in one line when one of them dies (the cause is the last line of its log)."""
 
     children: list = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def watch(self, name: str, child, log: Path, say=None) -> None:
+        def wait() -> None:
+            code = child.wait()
+            if not self.stopping.is_set():
+                (say or _say)(f"{name} exited with code {code}: {last_line(log)} (log {log})")
+
+        threading.Thread(target=wait, name=f"watch {name}", daemon=True).start()
 
     def stop(self, grace: float = 5) -> None:
+        self.stopping.set()
         for child in self.children:
             if child.poll() is None:
                 child.terminate()
@@ -38,20 +65,41 @@ class Services:
                 child.kill()
 
 
-def tensorboard_argv(logdir: Path, port: int = TENSORBOARD_PORT, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "0.0.0.0", "--port", str(port)]
+def _say(line: str) -> None:
+    from entrypoint.finish import say
+
+    say(line)
 
 
-def start_tensorboard(services: Services, logdir: Path, env: dict[str, str]) -> None:
+def last_line(log: Path) -> str:
+    """The cause, as the service wrote it: the last non-blank line of its log."""
+    try:
+        lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "it wrote nothing"
+
+
+def tensorboard_argv(logdir: Path, port: int = TENSORBOARD_PORT, python: str = sys.executable,
+                     host: str = "0.0.0.0") -> list[str]:
+    return [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", host, "--port", str(port)]
+
+
+def start_tensorboard(services: Services, logdir: Path, env: dict[str, str], port: int = TENSORBOARD_PORT,
+                      host: str = "0.0.0.0") -> None:
     try:
         logdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         services.lines.append(f"tensorboard: not started ({logdir}: {e.strerror})")
         return
-    log = open(LOG_DIR / "bespoke-tensorboard.log", "ab")  # the child keeps it open
-    services.children.append(proc.spawn(tensorboard_argv(logdir), env, stdout=log, stderr=subprocess.STDOUT))
-    services.lines.append(f"tensorboard: http://0.0.0.0:{TENSORBOARD_PORT} (logdir {logdir}; "
-                          f"log {LOG_DIR / 'bespoke-tensorboard.log'}; BESPOKE_TENSORBOARD=0 turns it off)")
+    path = LOG_DIR / "bespoke-tensorboard.log"
+    path.write_bytes(b"")  # this start's lines only, so a death is reported with its own cause
+    log = open(path, "ab")  # the child keeps it open
+    child = proc.spawn(tensorboard_argv(logdir, port, host=host), env, stdout=log, stderr=subprocess.STDOUT)
+    services.children.append(child)
+    services.watch("tensorboard", child, path)
+    services.lines.append(f"tensorboard: http://{host}:{port} (logdir {logdir}; "
+                          f"log {path}; BESPOKE_TENSORBOARD=0 turns it off)")
 
 
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -101,11 +149,35 @@ def authorize_key(home: Path, public_key: str) -> Path:
     return keys
 
 
-def sshd_argv() -> list[str]:
-    return [SSHD, "-D", "-e", "-o", "PasswordAuthentication=no", "-o", "PermitRootLogin=prohibit-password"]
+def sshd_argv(port: int = 22, address: str | None = None) -> list[str]:
+    return [SSHD, "-D", "-e", "-p", str(port), *(["-o", f"ListenAddress={address}"] if address else []),
+            "-o", "PasswordAuthentication=no", "-o", "PermitRootLogin=prohibit-password"]
 
 
-def start_sshd(services: Services, public_key: str, env: dict[str, str], uid: int | None = None) -> None:
+def export_shell_environment(env: dict[str, str]) -> Path:
+    """Write the container's environment where ssh sessions pick it up (SHELL_ENV_FILE, sourced by
+    SHELL_ENV_HOOK and SYSTEM_BASHRC's first line), leaving out per-session variables and secrets."""
+    lines = ["# The container's environment at start, for ssh sessions (written by the entrypoint).",
+             "# Secrets (names with TOKEN, SECRET, KEY...) are left out: they are never written to disk."]
+    for name, value in sorted(env.items()):
+        if name in _SESSION_VARS or _SECRET.search(name) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            continue
+        lines.append(f"export {name}={shlex.quote(value)}")
+    tmp = SHELL_ENV_FILE.with_name(SHELL_ENV_FILE.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.chmod(0o644)
+    tmp.replace(SHELL_ENV_FILE)
+    source = f"[ -r {SHELL_ENV_FILE} ] && . {SHELL_ENV_FILE}\n"
+    SHELL_ENV_HOOK.parent.mkdir(parents=True, exist_ok=True)
+    SHELL_ENV_HOOK.write_text(source)
+    bashrc = SYSTEM_BASHRC.read_text() if SYSTEM_BASHRC.is_file() else ""
+    if not bashrc.startswith(source):  # first: Debian's bash.bashrc returns early when not interactive
+        SYSTEM_BASHRC.write_text(source + bashrc)
+    return SHELL_ENV_FILE
+
+
+def start_sshd(services: Services, public_key: str, env: dict[str, str], uid: int | None = None,
+               port: int = 22, address: str | None = None) -> None:
     uid = os.getuid() if uid is None else uid
     if uid != 0:
         services.lines.append(f"ssh: not started: sshd needs root and this container runs as uid {uid} "
@@ -126,6 +198,12 @@ def start_sshd(services: Services, public_key: str, env: dict[str, str], uid: in
     if keygen.wait() != 0:
         services.lines.append("ssh: not started: ssh-keygen -A failed to make host keys")
         return
-    log = open(LOG_DIR / "bespoke-sshd.log", "ab")  # the child keeps it open
-    services.children.append(proc.spawn(sshd_argv(), env, stdout=log, stderr=subprocess.STDOUT))
-    services.lines.append(f"ssh: sshd on port 22 with the PUBLIC_KEY in {keys} (log {LOG_DIR / 'bespoke-sshd.log'})")
+    export_shell_environment(env)
+    path = LOG_DIR / "bespoke-sshd.log"
+    path.write_bytes(b"")
+    log = open(path, "ab")  # the child keeps it open
+    child = proc.spawn(sshd_argv(port, address), env, stdout=log, stderr=subprocess.STDOUT)
+    services.children.append(child)
+    services.watch("sshd", child, path)
+    services.lines.append(f"ssh: sshd on port {port} with the PUBLIC_KEY in {keys} (log {path}; "
+                          f"sessions get the container's environment from {SHELL_ENV_FILE})")

@@ -30,6 +30,7 @@ class Settings:
     public_key: str | None
     pod_id: str | None
     run_args: tuple[str, ...]
+    on_finish_error: str | None = None  # an unusable BESPOKE_ON_FINISH, reported while sleeping instead
 
 
 def from_env(environ: dict[str, str]) -> Settings:
@@ -42,16 +43,28 @@ def from_env(environ: dict[str, str]) -> Settings:
         public_key=(environ.get("PUBLIC_KEY") or "").strip() or None,
         pod_id=environ.get("RUNPOD_POD_ID") or None,
         run_args=(*set_args(environ.get("BESPOKE_SET", "")), *extra_args(environ.get("BESPOKE_ARGS", ""), environ)),
+        on_finish_error=finish_policy_error(environ),
     )
 
 
+def finish_policy_error(environ: dict[str, str]) -> str | None:
+    """One line for a BESPOKE_ON_FINISH that is none of the policies. Not an error that stops the
+    container: exiting at once would be a restart loop on RunPod, so the entrypoint sleeps instead."""
+    value = (environ.get("BESPOKE_ON_FINISH") or "").strip().lower()
+    if not value or value in FINISH_POLICIES:
+        return None
+    return SettingError(f"BESPOKE_ON_FINISH={value!r} is not one of {', '.join(FINISH_POLICIES)}, so the "
+                        "container sleeps after the run", "container env",
+                        "set BESPOKE_ON_FINISH=sleep, exit or stop, or leave it unset").line()
+
+
 def finish_policy(environ: dict[str, str]) -> tuple[str, str]:
-    """BESPOKE_ON_FINISH, else sleep on RunPod (which restarts a container that exits) and exit elsewhere."""
+    """BESPOKE_ON_FINISH, else sleep on RunPod (which restarts a container that exits) and exit elsewhere.
+    An unusable value means sleep (finish_policy_error says why)."""
     value = (environ.get("BESPOKE_ON_FINISH") or "").strip().lower()
     if value:
         if value not in FINISH_POLICIES:
-            raise SettingError(f"BESPOKE_ON_FINISH={value!r} is not one of {', '.join(FINISH_POLICIES)}",
-                               "container env", "set BESPOKE_ON_FINISH=sleep, exit or stop, or leave it unset")
+            return "sleep", "BESPOKE_ON_FINISH is invalid, see the warning"
         return value, "BESPOKE_ON_FINISH"
     if environ.get("RUNPOD_POD_ID"):
         return "sleep", "default on RunPod (RUNPOD_POD_ID is set)"

@@ -16,6 +16,8 @@ from entrypoint import proc
 
 LIBRARIES = ("torch", "torchvision", "xformers", "bitsandbytes", "accelerate", "transformers", "diffusers")
 NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"]
+# The image's torch is built for CUDA 12.8, whose kernels need a host driver of release 570 or later.
+MIN_DRIVER = 570
 
 
 def gpus(timeout: float = 20) -> tuple[list[str], str | None]:
@@ -33,7 +35,20 @@ def gpus(timeout: float = 20) -> tuple[list[str], str | None]:
     text = (out or b"").decode(errors="replace").strip()
     if child.returncode != 0:
         return [], f"nvidia-smi failed: {text.splitlines()[-1] if text else 'exit ' + str(child.returncode)}"
-    return [line.strip() for line in text.splitlines() if line.strip()], None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines, driver_problem(lines)
+
+
+def driver_problem(lines: list[str]) -> str | None:
+    """One line when the host's driver is too old for CUDA 12.8 (RunPod may place a pod on such a host)."""
+    for line in lines:
+        driver = line.rsplit(",", 1)[-1].strip()
+        major = driver.split(".")[0]
+        if major.isdigit() and int(major) < MIN_DRIVER:
+            return (f"the host's NVIDIA driver is {driver}, older than the {MIN_DRIVER} that CUDA 12.8 (this image's "
+                    f"torch) needs, so training cannot use the GPU; fix: on RunPod filter for CUDA 12.8 or newer "
+                    f"when deploying, elsewhere update the driver to {MIN_DRIVER} or later")
+    return None
 
 
 def library_versions() -> dict[str, str | None]:

@@ -21,16 +21,36 @@ from bespoke.tokens import cache_name
 
 # "a photo of a cat" in the CLIP BPE vocabulary, start and end tokens included.
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
-REQUIREMENTS = ("torch-cu128.txt", "sd-scripts.txt")
+REQUIREMENTS_DIR = Path("/opt/bespoke/requirements")
+FLAVOURS = ("cu128", "cpu")  # requirements/torch-<x>.txt and lock-<x>.txt; cpu in `make image-test`'s build
 PIN_LINE = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pins(requirements: Path) -> dict[str, str]:
     out = {}
     for line in Path(requirements).read_text().splitlines():
         if m := PIN_LINE.match(line.strip()):
-            out[m.group(1).lower()] = m.group(2)
+            out[canonical(m.group(1))] = m.group(2)
     return out
+
+
+def check_lock(lock: Path, skip: tuple[str, ...] = ("bespoke", "pip")) -> list[str]:
+    """Every distribution installed here is in the lock, at the lock's version: nothing floated."""
+    locked = pins(lock)
+    problems = []
+    for dist in metadata.distributions():
+        name = canonical(dist.metadata["Name"])
+        if name in skip:
+            continue
+        if name not in locked:
+            problems.append(f"{name} {dist.version} is installed but not in {lock} (fix: make lock)")
+        elif locked[name] != dist.version:
+            problems.append(f"{name} is {dist.version}, {lock} locks {locked[name]}")
+    return sorted(problems)
 
 
 def check_sd_scripts(sd_dir: Path, pin: str) -> list[str]:
@@ -85,9 +105,22 @@ def check_xformers_build() -> list[str]:
     return [] if built == torch_version else [f"xformers was built for torch {built}, torch is {torch_version}"]
 
 
-def check_imports() -> list[str]:
+def built_for(requirements_dir: Path) -> str:
+    """The torch build this image was made with (the Dockerfile's ARG TORCH): the lock that pins it."""
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return FLAVOURS[0]
+    for flavour in FLAVOURS:
+        lock = requirements_dir / f"lock-{flavour}.txt"
+        if lock.is_file() and pins(lock).get("torch") == torch_version:
+            return flavour
+    return FLAVOURS[0]
+
+
+def check_imports(modules=("torch", "torchvision.ops", "xformers", "bitsandbytes", "cv2")) -> list[str]:
     problems = []
-    for module in ("torch", "torchvision.ops", "xformers", "bitsandbytes", "cv2"):
+    for module in modules:
         try:
             importlib.import_module(module)
         except Exception as e:  # any failure here is the finding, whatever its type
@@ -95,7 +128,7 @@ def check_imports() -> list[str]:
     return problems
 
 
-def check_compiler() -> list[str]:
+def check_compiler(cuda: bool = True) -> list[str]:
     """The fast profile's torch.compile builds Triton's launcher (cc, Python.h) and inductor's C++ kernel
     launcher (c++, CUDA's headers) at run time."""
     from bespoke.preflight import compiler_problem, cpp_launcher_problem
@@ -103,22 +136,27 @@ def check_compiler() -> list[str]:
     out = []
     if lack := compiler_problem():
         out.append(f"Triton needs {lack}: add gcc and python3-dev to the Dockerfile's OS layer")
-    if lack := cpp_launcher_problem():
+    if cuda and (lack := cpp_launcher_problem()):
         out.append(f"inductor's C++ launcher needs {lack}: add g++, cuda-cudart-dev, cuda-crt, cuda-driver-dev "
                    "and cuda-cccl to the Dockerfile's OS layer")
     return out
 
 
 def main(argv: list[str]) -> int:
-    requirements = [Path(a) for a in argv] or [Path("/opt/bespoke/requirements") / n for n in REQUIREMENTS]
+    flavour = built_for(REQUIREMENTS_DIR)
+    cuda = flavour == "cu128"  # a CPU build (make image-test) has no xformers and no CUDA headers
+    requirements = [Path(a) for a in argv] or [REQUIREMENTS_DIR / f"torch-{flavour}.txt",
+                                               REQUIREMENTS_DIR / "sd-scripts.txt"]
+    print(f"torch build: {flavour}", flush=True)
     checks = {
         "sd-scripts": lambda: check_sd_scripts(default_dir(), pinned_commit()),
         "tokenizers": lambda: check_tokenizers(Path(os.environ.get("BESPOKE_TOKENIZER_DIR",
                                                                    "/opt/bespoke/tokenizers"))),
         "versions": lambda: [p for r in requirements for p in check_versions(r)],
-        "xformers build": check_xformers_build,
-        "imports": check_imports,
-        "compiler (fast profile)": check_compiler,
+        "lock": lambda: check_lock(REQUIREMENTS_DIR / f"lock-{flavour}.txt"),
+        "xformers build": check_xformers_build if cuda else list,
+        "imports": lambda: check_imports() if cuda else check_imports(("torch", "torchvision.ops", "bitsandbytes", "cv2")),
+        "compiler (fast profile)": lambda: check_compiler(cuda),
     }
     failed = 0
     for name, check in checks.items():

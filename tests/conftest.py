@@ -58,3 +58,16 @@ def shown_log():
     from bespoke.cli import show_log
 
     show_log()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fail-on-skip", action="store_true",
+                     help="a skipped test fails the run (CI's kohya run: every kohya test must really run)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if session.config.getoption("--fail-on-skip") and skipped and exitstatus == 0:
+        reporter.write_line(f"--fail-on-skip: {len(skipped)} test(s) skipped; each skip reason says what to install")
+        session.exitstatus = 1

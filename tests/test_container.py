@@ -86,10 +86,9 @@ def template() -> dict:
     return json.loads((ROOT / "runpod" / "template.json").read_text())
 
 
-def compose_image_default(image: str) -> str:
-    m = re.fullmatch(r"\$\{BESPOKE_IMAGE:-([^}]+)\}", image)
-    assert m, f"compose image should be ${{BESPOKE_IMAGE:-<published image>}}, is {image}"
-    return m.group(1)
+def make(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
 
 
 # --- sd-scripts ----------------------------------------------------------------------------------
@@ -124,32 +123,46 @@ def test_sd_scripts_is_its_own_early_stage_copied_into_the_image():
 
 def test_dockerfile_installs_exactly_what_make_kohya_env_installs():
     docker = pip_commands("\n".join(runs("venv")))
-    make = [c.replace("requirements/torch-cpu.txt", "requirements/torch-cu128.txt")
-            for c in pip_commands(makefile_recipe("$(KOHYA_VENV)/.installed"))]
-    assert "pip install -r requirements/torch-cu128.txt -r requirements/sd-scripts.txt" in make
+    make = [c.replace("$(TORCH)", "${TORCH}") for c in pip_commands(makefile_recipe("$(KOHYA_VENV)/.installed"))]
+    install = "pip install -c requirements/lock-${TORCH}.txt -r requirements/torch-${TORCH}.txt -r requirements/sd-scripts.txt"
+    assert install in make and install in docker
     assert "pip install --no-deps -r requirements/tokenizer-data.txt" in make
     for command in make:
-        if command.startswith("pip install --upgrade pip=="):
-            assert "pip install --upgrade pip==${PIP_VERSION}" in docker
+        if command.startswith("pip install -c requirements/lock-${TORCH}.txt --upgrade pip=="):
+            assert "pip install -c requirements/lock-${TORCH}.txt --upgrade pip==${PIP_VERSION} setuptools" in docker
         elif "-e" in command.split():
             continue  # the package itself: the image's last layer, tested below
         else:
             assert command in docker, f"the Dockerfile does not run `{command}` as the Makefile does"
     make_pip = re.search(r"^PIP_VERSION := (\S+)", MAKEFILE, re.MULTILINE).group(1)
     assert f"PIP_VERSION={make_pip}" in [a for _, k, a in instructions() if k == "ARG"]
+    assert re.search(r"^TORCH := cpu$", MAKEFILE, re.MULTILINE) and "TORCH=cu128" in [
+        a for s, k, a in instructions() if k == "ARG" and s == "venv"]
+
+
+def test_the_dependency_layer_copies_only_what_it_installs():
+    """A change to torch-cpu.txt or the CPU lock must not rebuild (and re-push) the ~4.5 GB layer."""
+    copies = [a for s, k, a in instructions() if k == "COPY" and s == "venv"]
+    files = [w for c in copies for w in c.split()[:-1]]
+    installed = set(re.findall(r"-[rc] (requirements/\S+\.txt)", "\n".join(runs("venv"))))
+    assert set(files) == installed | {"pyproject.toml"}
+    assert "requirements/" not in files
 
 
 def test_every_requirements_file_the_dockerfile_installs_exists_and_ci_installs_it():
-    used = set(re.findall(r"-r (requirements/\S+\.txt)", DOCKERFILE))
-    assert used == {"requirements/torch-cu128.txt", "requirements/sd-scripts.txt", "requirements/tokenizer-data.txt"}
-    ci_installed = set(re.findall(r"-r (requirements/\S+\.txt)", MAKEFILE))  # make test / make smoke-test
-    for path in used:
-        assert (ROOT / path).is_file(), path
-        counterpart = path.replace("torch-cu128", "torch-cpu")  # the image's platform file
-        assert counterpart in ci_installed, f"{path}: CI never installs {counterpart}"
+    used = set(re.findall(r"-[rc] (requirements/\S+\.txt)", DOCKERFILE))
+    assert used == {"requirements/lock-${TORCH}.txt", "requirements/torch-${TORCH}.txt",
+                    "requirements/sd-scripts.txt", "requirements/tokenizer-data.txt"}
+    for torch in ("cu128", "cpu"):
+        for path in used:
+            assert (ROOT / path.replace("${TORCH}", torch)).is_file(), path
     ci = (WORKFLOWS / "ci.yml").read_text()
     assert "make dev-env" in ci and "bash .ci/run" in ci
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    for command in ("make test", "make kohya-test", "make smoke-test"):
+        assert f"\n{command}\n" in ci_run, f".ci/run does not run {command}"
+    assert "\n  make image-test\n" in ci_run  # IMAGE_TEST=0 in GitHub's ci.yml: image.yml builds the image
+    assert "--fail-on-skip" in makefile_recipe("kohya-test") and "-m kohya" in makefile_recipe("kohya-test")
 
 
 def test_the_image_reuses_the_makefile_targets_without_reinstalling():
@@ -207,13 +220,26 @@ def test_the_build_smoke_checks_itself():
 
 
 def test_dockerfile_bakes_the_tokenizers_sd_scripts_and_bespoke_load():
+    """Built offline by bespoke's own builder (the smoke test's), so no Hub download at build time."""
     from bespoke import tokens
 
     (bake,) = runs("tokenizers")
-    assert "CLIPTokenizer.from_pretrained(m).save_pretrained(\"/opt/bespoke/tokenizers/\" + m.replace(\"/\", \"_\"))" in bake
-    assert bake.split("' ", 1)[1].split(" &&")[0].split() == list(verify.TOKENIZERS) == list(tokens.TOKENIZER_IDS)
+    assert "from bespoke import tokens; tokens.build(Path(\"/opt/bespoke/tokenizers\"))" in bake
+    assert "from_pretrained" not in DOCKERFILE
+    assert list(verify.TOKENIZERS) == list(tokens.TOKENIZER_IDS)
     assert "--from=tokenizers /opt/bespoke/tokenizers /opt/bespoke/tokenizers" in [
         a for s, k, a in instructions() if k == "COPY" and s == "image"]
+
+
+def test_sd_scripts_from_a_folder_must_hold_the_pin():
+    """make image-test copies sd-scripts from a folder, as make sd-scripts does, never another commit."""
+    (fetch,) = runs("sd-scripts")[1:]
+    assert 'test "$(cat "${SD_SCRIPTS_SOURCE}/.bespoke-commit")" = "${commit}"' in fetch
+    assert "SD_SCRIPTS_SOURCE=" in [a for s, k, a in instructions() if k == "ARG" and s == "sd-scripts"]
+    recipe = makefile_recipe("image-test")
+    for arg in ("CUDA_BASE=", "CUDA_DEV_PACKAGES=", "TORCH=cpu", "SD_SCRIPTS_SOURCE=/sd-scripts-src"):
+        assert f"--build-arg {arg}" in recipe
+    assert "-f Dockerfile" in recipe and "tools/image-test.sh" in recipe
 
 
 def test_no_host_keys_are_baked():
@@ -250,19 +276,31 @@ def test_compose_smoke_profile_runs_make_smoke_test_on_cpu():
     assert "deploy" not in smoke and "./workspace:/workspace" in smoke["volumes"]
 
 
-def test_compose_template_and_workflow_name_the_same_image():
-    services = compose()["services"]
-    images = {compose_image_default(s["image"]) for s in services.values()}
-    (published,) = images
-    assert template()["imageName"] == published
-    registry, owner, rest = published.split("/")
-    name, tag = rest.split(":")
-    assert (registry, name, tag) == ("ghcr.io", "bespoke", "latest")
-    image_yml = workflow("image.yml")
-    assert image_yml["env"]["IMAGE_NAME"] == name
-    assert 'image=ghcr.io/${GITHUB_REPOSITORY_OWNER,,}/${IMAGE_NAME}' in (WORKFLOWS / "image.yml").read_text()
-    for doc in ("docs/runpod.md", "docs/container.md", "README.md", ".env.example"):
-        assert published in (ROOT / doc).read_text(), doc
+def test_one_setting_names_the_image_everywhere():
+    """BESPOKE_IMAGE, or what the workflow publishes for the repository: ghcr.io/<owner>/<repo>."""
+    for service in compose()["services"].values():
+        assert re.fullmatch(r"\$\{BESPOKE_IMAGE:\?set BESPOKE_IMAGE in \.env \(make image-name prints it\)\}",
+                            service["image"]), service["image"]
+    assert template()["imageName"] == "${BESPOKE_IMAGE}:latest"  # filled in by make runpod-template
+    r = make("image-name", GITHUB_REPOSITORY="Some-Owner/My-Bespoke", BESPOKE_IMAGE="")
+    assert (r.returncode, r.stdout) == (0, "ghcr.io/some-owner/my-bespoke\n"), r.stderr
+    r = make("runpod-template", GITHUB_REPOSITORY="Some-Owner/My-Bespoke", BESPOKE_IMAGE="")
+    assert json.loads(r.stdout) == {**template(), "imageName": "ghcr.io/some-owner/my-bespoke:latest"}
+    r = make("image-name", BESPOKE_IMAGE="registry.example/me/bespoke")
+    assert r.stdout == "registry.example/me/bespoke\n"
+    build = workflow("image.yml")["jobs"]["build"]
+    (name,) = [s for s in build["steps"] if s.get("id") == "name"]
+    assert 'echo "image=$(make -s image-name)"' in name["run"]
+    assert "your-github-user" not in "".join((ROOT / f).read_text() for f in (
+        "README.md", "docs/runpod.md", "docs/container.md", ".env.example", "Dockerfile", "docker-compose.yml"))
+
+
+def test_without_a_repository_the_image_name_is_one_line_with_the_fix(tmp_path):
+    r = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "image-name"], cwd=tmp_path, capture_output=True,
+                       text=True, env={k: v for k, v in os.environ.items() if k not in ("GITHUB_REPOSITORY", "BESPOKE_IMAGE")})
+    assert r.returncode != 0 and r.stdout == ""
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("image-name:")]
+    assert "fix: put BESPOKE_IMAGE=ghcr.io/<owner>/<repo> in .env" in line
 
 
 def test_runpod_template_mounts_the_workspace_and_fits_the_disk_arithmetic():
@@ -340,11 +378,12 @@ def test_image_workflow_builds_once_then_tests_that_image():
     assert "type=semver" in tags and "type=sha" in tags and "value=latest,enable={{is_default_branch}}" in tags
     steps = "\n".join(s.get("run", "") for s in test["steps"])
     assert 'docker pull "${IMAGE}@${DIGEST}"' in steps
-    assert "make smoke-test" in steps and "bespoke --version" in steps
-    assert "python -m entrypoint --verify-image" in steps
-    assert "cat /opt/sd-scripts/.bespoke-commit" in steps and "bespoke/SD_SCRIPTS_COMMIT" in steps
-    for tokenizer_dir in verify.tokenizer_dirs(Path("/opt/bespoke/tokenizers")):
-        assert f"{tokenizer_dir}/vocab.json" in steps
+    assert 'tools/image-test.sh "${UNDER_TEST}"' in steps  # the checks make image-test runs, by the same script
+    script = (ROOT / "tools" / "image-test.sh").read_text()
+    for check in ("bespoke --version", "python -m entrypoint --verify-image", "bespoke smoke-test",
+                  "cat /opt/sd-scripts/.bespoke-commit", "/data/runs", "ssh_in bespoke --version",
+                  "BESPOKE_ON_FINISH=exit", "BESPOKE_ON_FINISH=sleep", "BESPOKE_ON_FINISH=hibernate"):
+        assert check in script, check
 
 
 # --- the linters, for real -----------------------------------------------------------------------

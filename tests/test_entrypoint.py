@@ -41,15 +41,21 @@ MOUNTINFO_WITHOUT_VOLUME = "\n".join(
 # --- fakes at the process boundary ---------------------------------------------------------------
 
 class FakeChild:
-    """Stands in for a started process: exits with `code`; `during_wait` runs while we wait on it."""
+    """Stands in for a started process: exits with `code`; `during_wait` runs while we wait on it.
+    A `service` (TensorBoard, sshd) runs until it is signalled, as the real ones do."""
 
-    def __init__(self, argv, code=0, stdout=b"", during_wait=None, exits_on_signal=True):
+    def __init__(self, argv, code=0, stdout=b"", during_wait=None, exits_on_signal=True, service=False):
         self.argv, self.code, self.stdout = argv, code, stdout
         self.during_wait, self.exits_on_signal = during_wait, exits_on_signal
         self.signals: list[int] = []
         self.returncode = None
+        self.service = threading.Event() if service else None
 
     def wait(self, timeout=None):
+        if self.service is not None:
+            if not self.service.wait(timeout):
+                raise subprocess.TimeoutExpired(self.argv, timeout)
+            return self.returncode
         if self.returncode is None:
             if self.during_wait:
                 self.during_wait(self)
@@ -68,6 +74,8 @@ class FakeChild:
         self.signals.append(signum)
         if self.exits_on_signal:
             self.returncode = 128 + signum  # what bespoke does: 143 for SIGTERM, 130 for SIGINT
+            if self.service is not None:
+                self.service.set()
 
     def terminate(self):
         self.send_signal(signal.SIGTERM)
@@ -96,7 +104,7 @@ class FakeSeam:
                 child = make(argv)
                 break
         else:
-            child = FakeChild(argv)
+            child = FakeChild(argv, service="tensorboard.main" in argv or argv[0].endswith("/sshd"))
         self.children.append(child)
         return child
 
@@ -109,6 +117,12 @@ class FakeSeam:
 
     def env_of(self, needle):
         return next(env for argv, env in self.started if needle in " ".join(argv))
+
+
+@pytest.fixture(autouse=True)
+def no_writes_to_this_machines_etc(monkeypatch, tmp_path):
+    """sshd's shell environment goes to /etc in the image; here, to tmp_path (tests run as root)."""
+    shell_env_paths(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -200,10 +214,25 @@ def test_finish_policy_defaults_to_sleep_only_on_runpod(environ, expected):
     assert settings.finish_policy(environ) == expected
 
 
-def test_unknown_finish_policy_is_a_one_line_error_naming_the_choices():
-    with pytest.raises(settings.SettingError) as e:
-        settings.finish_policy({"BESPOKE_ON_FINISH": "hibernate"})
-    assert "'hibernate'" in e.value.line() and "sleep, exit, stop" in e.value.line()
+def test_unknown_finish_policy_falls_back_to_sleep_with_a_one_line_error():
+    """Exiting at once would be a restart loop on RunPod: sleep instead, and say why."""
+    assert settings.finish_policy({"BESPOKE_ON_FINISH": "hibernate"})[0] == "sleep"
+    error = settings.finish_policy_error({"BESPOKE_ON_FINISH": "hibernate"})
+    assert "'hibernate'" in error and "sleep, exit, stop" in error and "fix: set BESPOKE_ON_FINISH=" in error
+    assert settings.finish_policy_error({"BESPOKE_ON_FINISH": "exit"}) is None
+
+
+def test_unknown_finish_policy_runs_then_sleeps_with_the_error_in_the_log_and_status(seam, env, capsys, monkeypatch):
+    monkeypatch.setattr(finish, "sleep_until_signal", lambda sleep=None: signal.SIGTERM)
+    environ = {**env, "BESPOKE_ON_FINISH": "hibernate", "BESPOKE_TENSORBOARD": "0"}
+    assert main.main([], environ) == 0
+    assert len(bespoke_runs(seam)) == 1
+    out = capsys.readouterr().out
+    (warning,) = [x for x in out.splitlines() if x.startswith("bespoke-entrypoint: warning: BESPOKE_ON_FINISH")]
+    assert "'hibernate'" in warning and "sleeps after the run" in warning
+    assert "bespoke-entrypoint: error: BESPOKE_ON_FINISH='hibernate'" in out and "sleeping so the pod stays up" in out
+    status = json.loads((Path(env["BESPOKE_WORKSPACE"]) / "output" / "status.json").read_text())
+    assert "'hibernate' is not one of sleep, exit, stop" in status["on_finish_error"]
 
 
 @pytest.mark.parametrize("value, expected", [(None, True), ("1", True), ("0", False), ("off", False),
@@ -353,11 +382,36 @@ def test_sshd_starts_as_root_with_host_keys_made_per_container(seam, tmp_path, m
     monkeypatch.setattr(services, "LOG_DIR", tmp_path)
     bin_dir = executable(tmp_path / "bin" / "ssh-keygen").parent
     running = services.Services()
-    services.start_sshd(running, pubkey(), {"HOME": str(tmp_path / "root"), "PATH": str(bin_dir)}, uid=0)
+    environ = {"HOME": str(tmp_path / "root"), "PATH": str(bin_dir), "RUNPOD_POD_ID": "p1", "HF_TOKEN": "hf_x"}
+    services.start_sshd(running, pubkey(), environ, uid=0)
     assert seam.argvs() == [["ssh-keygen", "-A"], services.sshd_argv()]
     assert "-D" in services.sshd_argv() and "PasswordAuthentication=no" in services.sshd_argv()
     assert (tmp_path / "root" / ".ssh" / "authorized_keys").read_text() == pubkey() + "\n"
     assert "port 22" in running.lines[0]
+    exported = services.SHELL_ENV_FILE.read_text()
+    assert f"export PATH={bin_dir}\n" in exported and "export RUNPOD_POD_ID=p1\n" in exported
+    assert "HF_TOKEN" not in exported and "HOME" not in exported  # no secrets on disk; HOME is per session
+    running.stop()
+
+
+def shell_env_paths(monkeypatch, tmp_path):
+    """Where the shell environment goes, in tmp_path instead of this machine's /etc."""
+    monkeypatch.setattr(services, "SHELL_ENV_FILE", tmp_path / "etc" / "rp_environment")
+    monkeypatch.setattr(services, "SHELL_ENV_HOOK", tmp_path / "etc" / "profile.d" / "rp_environment.sh")
+    monkeypatch.setattr(services, "SYSTEM_BASHRC", tmp_path / "etc" / "bash.bashrc")
+    (tmp_path / "etc").mkdir(exist_ok=True)
+
+
+def test_shell_environment_is_sourced_first_by_bash_and_by_login_shells(tmp_path):
+    services.SYSTEM_BASHRC.write_text("[ -z \"$PS1\" ] && return\n")
+    for _ in range(2):  # a restarted container adds nothing twice
+        services.export_shell_environment({"PATH": "/opt/venv/bin:/usr/bin", "QUOTED": "a 'b' $c"})
+    source = f"[ -r {services.SHELL_ENV_FILE} ] && . {services.SHELL_ENV_FILE}\n"
+    assert services.SYSTEM_BASHRC.read_text() == source + "[ -z \"$PS1\" ] && return\n"
+    assert services.SHELL_ENV_HOOK.read_text() == source
+    out = subprocess.run(["sh", "-c", f". {services.SHELL_ENV_FILE} && printf %s \"$QUOTED\""],
+                         capture_output=True, text=True, env={}).stdout
+    assert out == "a 'b' $c"
 
 
 def test_sshd_is_skipped_when_not_root(seam, tmp_path):
@@ -494,14 +548,14 @@ def test_failing_runpodctl_falls_back_to_sleep(seam, env, tmp_path, capsys):
 
 
 def test_bad_setting_is_one_line_on_stderr_and_exit_1(seam, env, capsys):
-    assert main.main([], {**env, "BESPOKE_ON_FINISH": "later"}) == 1
+    assert main.main([], {**env, "BESPOKE_SET": "max_train_epochs"}) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: BESPOKE_ON_FINISH='later'") and err.count("\n") == 1
+    assert err.startswith("error: BESPOKE_SET entry 'max_train_epochs' is not NAME=VALUE") and err.count("\n") == 1
     assert "Traceback" not in err and seam.started == []
 
 
 def test_bespoke_debug_adds_the_traceback(seam, env, capsys):
-    assert main.main([], {**env, "BESPOKE_ON_FINISH": "later", "BESPOKE_DEBUG": "1"}) == 1
+    assert main.main([], {**env, "BESPOKE_SET": "max_train_epochs", "BESPOKE_DEBUG": "1"}) == 1
     assert "Traceback" in capsys.readouterr().err
 
 
@@ -642,3 +696,11 @@ def test_sshd_is_not_started_without_one_valid_key(seam, tmp_path):
     running = services.Services()
     services.start_sshd(running, "not a key", {"HOME": str(tmp_path)}, uid=0)
     assert seam.started == [] and "no SSH public key" in running.lines[-1]
+
+
+def test_a_driver_older_than_570_is_one_line_with_the_fix():
+    lines = ["0, NVIDIA A40, 46068 MiB, 535.129.03"]
+    problem = survey.driver_problem(lines)
+    assert "535.129.03" in problem and "570" in problem and "fix: on RunPod filter for CUDA 12.8" in problem
+    assert "\n" not in problem
+    assert survey.driver_problem(["0, NVIDIA H100 80GB HBM3, 81559 MiB, 570.86.15"]) is None
