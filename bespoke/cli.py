@@ -384,3 +384,26 @@ def evaluate(workspace, grid, palette_from):
     result = evaluation.evaluate(Workspace(workspace), grid, palette_from)
     for line in evaluation.summary_lines(result):
         click.echo(line)
+
+
+# --- results off the pod: publish ---
+@cli.command()
+@workspace_option
+@click.option("--repo", envvar="BESPOKE_HUB_REPO", required=True, metavar="OWNER/NAME",
+              help="The Hugging Face model repo to upload to; created if missing (env BESPOKE_HUB_REPO).")
+@click.option("--best-only", is_flag=True, help="Upload best.safetensors only, not every epoch's LoRA.")
+@click.option("--public", is_flag=True, help="Create the repo public (default: private). An existing repo keeps "
+              "its visibility.")
+def publish(workspace, repo, best_only, public):
+    """Upload best.safetensors, every epoch's LoRA, the report and a model card to the Hub, in one commit.
+
+    The token comes from HF_TOKEN only. A failed upload changes nothing else; run it again.
+
+    \b
+    Example:
+      HF_TOKEN=hf_... bespoke publish --workspace /workspace --repo you/bespoke-lora
+    """
+    from bespoke import publish as hub
+
+    plan, url = hub.publish(Workspace(workspace), repo, dict(os.environ), best_only=best_only, private=not public)
+    click.echo(f"published {len(plan.files)} files to {repo} ({'private' if plan.private else 'public'}): {url}")

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bespoke import recipe, runs
+from bespoke import lorameta, recipe, runs
 from bespoke.errors import BespokeError
 from bespoke.eval import pixelart, report
 from bespoke.fsutil import atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
@@ -209,8 +209,9 @@ def recommend(epochs: list[Epoch]) -> Recommendation:
     return Recommendation(best, runner, reason, [e.epoch for e in ranked])
 
 
-def publish_best(ws: Workspace, lora: Path | None) -> dict | None:
-    """Copy the recommended LoRA to best.safetensors with a sha256sum-style checksum beside it.
+def publish_best(ws: Workspace, lora: Path | None, meta: dict[str, str] | None = None) -> dict | None:
+    """Copy the recommended LoRA to best.safetensors with a sha256sum-style checksum beside it; `meta`
+    goes into its header (bespoke.lorameta), the tensors untouched.
 
     Without a recommendation an older best.safetensors is removed: it would belong to another run.
     """
@@ -221,6 +222,8 @@ def publish_best(ws: Workspace, lora: Path | None) -> dict | None:
         checksum.unlink(missing_ok=True)
         return None
     atomic_copy(lora, best)
+    if meta:
+        lorameta.merge_metadata(best, meta)
     digest = sha256_file(best)
     atomic_write_text(checksum, f"{digest}  {best.name}\n")
     return {"path": str(best), "sha256": digest, "source": str(lora)}
@@ -243,7 +246,7 @@ def evaluate(workspace: Workspace | Path, grid: int = pixelart.GRID, palette_dir
     loss = read_loss(ws.loss)
     epochs = summarise(samples, ws.output, name, max(s.epoch for s in samples), loss, palette is not None)
     rec = recommend(epochs)
-    best = publish_best(ws, rec.epoch.lora if rec.epoch else None)
+    best = publish_best(ws, rec.epoch.lora if rec.epoch else None, best_meta(rec, samples))
     result = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "workspace": str(ws.root), "output_name": name, "grid": grid,
@@ -264,6 +267,17 @@ def evaluate(workspace: Workspace | Path, grid: int = pixelart.GRID, palette_dir
     atomic_write_text(report_dir / "report.html", report.html(result, sheet, loss))
     atomic_write_json(report_dir / "report.json", result)
     return result
+
+
+def best_meta(rec: Recommendation, samples: list[Sample]) -> dict[str, str] | None:
+    """best.safetensors' own header keys: the recommendation and its best sample as the thumbnail."""
+    e = rec.epoch
+    if e is None:
+        return None
+    mine = [s for s in samples if s.epoch == e.epoch and s.score]
+    top = max(mine, key=lambda s: s.score.score, default=None)
+    return lorameta.best_keys(e.epoch, e.mean_score, f"{e.pixel_art}/{e.samples}", rec.reason,
+                              top.path if top else None)
 
 
 def thresholds() -> dict:
