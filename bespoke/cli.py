@@ -156,6 +156,12 @@ def _prepare_opts(overrides, repeats, concept, expect, size, upscale, resolution
     return PrepareOptions(repeats, concept, expect, size, upscale, res, caption_prefix, tuple(triggers))
 
 
+def price_option(f):
+    return click.option("--price-per-hour", "price_per_hour", envvar="BESPOKE_PRICE_PER_HOUR", default=None,
+                        metavar="PRICE", help="The pod's price per hour: the time estimate adds the cost "
+                        "(env BESPOKE_PRICE_PER_HOUR).")(f)
+
+
 def train_options(f):
     opts = [
         set_option,
@@ -170,19 +176,25 @@ def train_options(f):
         click.option("--machine-rank", default=0, show_default=True, help="accelerate multi-node: this rank."),
         click.option("--main-process-ip", default=None, help="accelerate multi-node: rank 0's address."),
         click.option("--main-process-port", type=int, default=None, help="accelerate multi-node: rank 0's port."),
+        click.option("--gpus", type=click.IntRange(1), default=None,
+                     help="--dry-run where no GPU is visible (a laptop): plan for N GPUs (default 1)."),
+        price_option,
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, main_process_ip, main_process_port):
+def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, main_process_ip, main_process_port,
+                gpus=None, price_per_hour=None):
+    from bespoke.estimate import parse_price
     from bespoke.kohya import Machines
     from bespoke.pipeline import TrainOptions
 
     env_sets = switches.split_sets(os.environ.get("BESPOKE_SET", ""))
     return TrainOptions(overrides=(*env_sets, *overrides), dry_run=dry_run, force=force, profile=profile,
-                        machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port))
+                        machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port),
+                        gpus=gpus, price_per_hour=parse_price(price_per_hour))
 
 
 @cli.command()
@@ -190,7 +202,8 @@ def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, 
 @data_option
 @set_option
 @click.option("--profile", default=None, envvar="BESPOKE_PROFILE", help="The speed profile to check for (exact, fast).")
-def check(workspace, data, overrides, profile):
+@price_option
+def check(workspace, data, overrides, profile, price_per_hour):
     """Run the preflight and print a table of findings; exit 1 on any error.
 
     \b
@@ -198,9 +211,11 @@ def check(workspace, data, overrides, profile):
       bespoke check --workspace /workspace --data /workspace/dataset
     """
     from bespoke import pipeline
+    from bespoke.estimate import parse_price
     from bespoke.preflight import has_errors
 
-    findings = pipeline.check(Workspace(workspace), data, overrides, profile=profile)
+    findings = pipeline.check(Workspace(workspace), data, overrides, profile=profile,
+                              price_per_hour=parse_price(price_per_hour))
     print_findings(findings)
     if has_errors(findings):
         sys.exit(1)

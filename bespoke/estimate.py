@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ASSUMED_CARD = "NVIDIA H200"  # where no GPU is visible (a dry run on a laptop): the pod the figures are for
 STEPS_TO_MEASURE = 20  # the progress line's rate settles after this many steps
 
 
@@ -17,7 +18,7 @@ class Figure:
     card: str  # matched as a substring of the GPU's name, upper case: "H200", "H100"
     profile: str  # exact or fast
     seconds_per_step: float  # median, one GPU, batch 2, 1024x1024, the notes' recipe
-    startup_s: float  # launch to the first step, the model cached, latents on disk
+    startup_s: float  # launch to the first step less compiling, the model cached
     compile_s: float  # fast's torch.compile before step 1, from the volume's cache (cold: compile_cold_s)
     compile_cold_s: float
     date: str
@@ -79,7 +80,7 @@ class Estimate:
     def lines(self) -> list[str]:
         gpu_note = f"{self.gpus} GPU{'s' if self.gpus > 1 else ''}"
         if self.gpus_assumed:
-            gpu_note += " (assumed: no GPU seen here; --gpus N to change)"
+            gpu_note += f" (assumed: no GPU seen here, {self.card or 'card unknown'}; --gpus N to change)"
         if self.figure is None:
             card = self.card or "this card"
             return [f"estimate:        no measured s/step for {card} ({self.profile}) on {gpu_note}; "

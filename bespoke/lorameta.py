@@ -39,8 +39,8 @@ def modelspec_flags(*, title: str, triggers: tuple[str, ...], caption_prefix: st
     return {
         "metadata_title": title,
         "metadata_trigger_phrase": ", ".join(triggers),
-        "metadata_usage_hint": f"start the prompt with '{caption_prefix}' and a trigger "
-                               f"({' or '.join(triggers)}), e.g. '{caption_prefix}, {sample_prompt}'",
+        "metadata_usage_hint": f"start the prompt with {caption_prefix}, then a trigger "
+                               f"({' or '.join(triggers)}); e.g. {caption_prefix}, {sample_prompt}",
         "metadata_description": f"bespoke SDXL LoRA for {caption_prefix} portraits; dataset sha256 "
                                 f"{dataset_hash[:16]}, {images} images; recipe profile {profile}",
     }

@@ -103,7 +103,8 @@ class Notifier:
     backoff: float = BACKOFF
     warn: object = None  # called with one line when a notification could not be delivered
     started: float = field(default_factory=time.monotonic)
-    sent: list[str] = field(default_factory=list)  # events delivered (2xx), in order
+    events: list[str] = field(default_factory=list)  # events queued, in order
+    sent: list[str] = field(default_factory=list)  # events delivered (2xx), in order of delivery
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -111,6 +112,7 @@ class Notifier:
         """Queue one notification and return at once; elapsed time and pod id are filled in."""
         if not self.url:
             return None
+        self.events.append(event)
         fields.setdefault("elapsed_s", time.monotonic() - self.started)
         p = payload(event, pod_id=self.pod_id, **fields)
         t = threading.Thread(target=self._deliver, args=(event, body(self.url, p)), daemon=True,

@@ -294,12 +294,19 @@ def epoch_alarm(workspace: Workspace | Path, epoch: int, palette_dir: Path | Non
 
     Without palette_dir the prepared training data (the workspace's training_data) is the palette, if any.
     """
+    line, photo_like, _ = epoch_verdict(workspace, epoch, palette_dir)
+    return line, photo_like
+
+
+def epoch_verdict(workspace: Workspace | Path, epoch: int, palette_dir: Path | None,
+                  sprite_dir: Path | None = None) -> tuple[str, bool, list[Sample]]:
+    """epoch_alarm's line and flag, and the scored samples (their sprites written to sprite_dir, if given)."""
     ws = Workspace.of(workspace)
     samples = [s for s in find_samples(ws.samples, output_name(ws)) if s.epoch == epoch]
     if not samples:
-        return f"epoch {epoch}: no samples in {ws.samples}", False
+        return f"epoch {epoch}: no samples in {ws.samples}", False, []
     palette = palette_for(palette_dir or default_palette_dir(ws), pixelart.GRID)
-    score_samples(samples, palette, pixelart.GRID)
+    score_samples(samples, palette, pixelart.GRID, sprite_dir)
     n, good = len(samples), sum(s.score.pixel_art for s in samples)
     line = f"epoch {epoch}: {good}/{n} pixel art"
     if palette is None:
@@ -307,7 +314,7 @@ def epoch_alarm(workspace: Workspace | Path, epoch: int, palette_dir: Path | Non
     else:
         off = sum(not s.score.palette_ok for s in samples)
         line += ", palette ok" if off == 0 else f", palette off in {off}/{n}"
-    return line, pixelart.looks_like_photos(good, n)
+    return line, pixelart.looks_like_photos(good, n), samples
 
 
 def summary_lines(result: dict) -> list[str]:
