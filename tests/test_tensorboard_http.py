@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bespoke import recipe, tblog
+from bespoke.workspace import Workspace
 from tests.test_tblog import photo, pixel_art, scored_epoch
 
 pytestmark = pytest.mark.kohya
@@ -49,8 +50,9 @@ def test_tensorboard_lists_samples_sprites_scores_and_the_verdict(tmp_path):
     pytest.importorskip("tensorboard", reason="needs tensorboard: use the kohya environment (make kohya-env)")
     pytest.importorskip("pkg_resources", reason="tensorboard 2.20's command imports pkg_resources: "
                         "pip install 'setuptools<82' in that environment")
-    logs = tmp_path / "output" / "logs"
-    board = tblog.Board(logs, recipe.TEST_PROMPTS)
+    ws = Workspace(tmp_path)
+    logs = ws.logs
+    board = tblog.Board(ws.board, recipe.TEST_PROMPTS)
     board.epoch(1, 10, scored_epoch(tmp_path, 1, [photo] * 4), alarm="0/4 pixel art")
     board.epoch(2, 20, scored_epoch(tmp_path, 2, [pixel_art] * 4))
     board.final({"contact_sheet": str(tmp_path / "output" / "report" / "sprites" / "e000002_p00.png"),
@@ -58,7 +60,7 @@ def test_tensorboard_lists_samples_sprites_scores_and_the_verdict(tmp_path):
     board.close()
     proc, base = serve(logs)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a loaded machine: TensorBoard's first load can take a minute
         while True:
             images = get_json(f"{base}/data/plugin/images/tags").get(tblog.RUN, {})
             scalars = get_json(f"{base}/data/plugin/scalars/tags").get(tblog.RUN, {})
