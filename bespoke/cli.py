@@ -159,6 +159,12 @@ def _prepare_opts(overrides, repeats, concept, expect, size, upscale, resolution
     return PrepareOptions(repeats, concept, expect, size, upscale, res, caption_prefix, tuple(triggers))
 
 
+def price_option(f):
+    return click.option("--price-per-hour", "price_per_hour", envvar="BESPOKE_PRICE_PER_HOUR", default=None,
+                        metavar="PRICE", help="The pod's price per hour: the time estimate adds the cost "
+                        "(env BESPOKE_PRICE_PER_HOUR).")(f)
+
+
 def train_options(f):
     opts = [
         set_option,
@@ -174,19 +180,25 @@ def train_options(f):
         click.option("--machine-rank", default=0, show_default=True, help="accelerate multi-node: this rank."),
         click.option("--main-process-ip", default=None, help="accelerate multi-node: rank 0's address."),
         click.option("--main-process-port", type=int, default=None, help="accelerate multi-node: rank 0's port."),
+        click.option("--gpus", type=click.IntRange(1), default=None,
+                     help="--dry-run where no GPU is visible (a laptop): plan for N GPUs (default 1)."),
+        price_option,
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, main_process_ip, main_process_port):
+def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, main_process_ip, main_process_port,
+                gpus=None, price_per_hour=None):
+    from bespoke.estimate import parse_price
     from bespoke.kohya import Machines
     from bespoke.pipeline import TrainOptions
 
     env_sets = switches.split_sets(os.environ.get("BESPOKE_SET", ""))
     return TrainOptions(overrides=(*env_sets, *overrides), dry_run=dry_run, force=force, profile=profile,
-                        machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port))
+                        machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port),
+                        gpus=gpus, price_per_hour=parse_price(price_per_hour))
 
 
 @cli.command()
@@ -194,7 +206,8 @@ def _train_opts(overrides, dry_run, profile, force, num_machines, machine_rank, 
 @data_option
 @set_option
 @click.option("--profile", default=None, envvar="BESPOKE_PROFILE", help="The speed profile to check for (exact, fast, lean).")
-def check(workspace, data, overrides, profile):
+@price_option
+def check(workspace, data, overrides, profile, price_per_hour):
     """Run the preflight and print a table of findings; exit 1 on any error.
 
     \b
@@ -203,9 +216,11 @@ def check(workspace, data, overrides, profile):
     """
     from bespoke import pipeline
     from bespoke.errors import PreflightError
+    from bespoke.estimate import parse_price
     from bespoke.preflight import ERROR, has_errors
 
-    findings = pipeline.check(Workspace(workspace), data, overrides, profile=profile)
+    findings = pipeline.check(Workspace(workspace), data, overrides, profile=profile,
+                              price_per_hour=parse_price(price_per_hour))
     print_findings(findings)
     if has_errors(findings):
         failed = sorted({f.check for f in findings if f.severity == ERROR})
@@ -394,3 +409,26 @@ def evaluate(workspace, grid, palette_from):
     result = evaluation.evaluate(Workspace(workspace), grid, palette_from)
     for line in evaluation.summary_lines(result):
         click.echo(line)
+
+
+# --- results off the pod: publish ---
+@cli.command()
+@workspace_option
+@click.option("--repo", envvar="BESPOKE_HUB_REPO", required=True, metavar="OWNER/NAME",
+              help="The Hugging Face model repo to upload to; created if missing (env BESPOKE_HUB_REPO).")
+@click.option("--best-only", is_flag=True, help="Upload best.safetensors only, not every epoch's LoRA.")
+@click.option("--public", is_flag=True, help="Create the repo public (default: private). An existing repo keeps "
+              "its visibility.")
+def publish(workspace, repo, best_only, public):
+    """Upload best.safetensors, every epoch's LoRA, the report and a model card to the Hub, in one commit.
+
+    The token comes from HF_TOKEN only. A failed upload changes nothing else; run it again.
+
+    \b
+    Example:
+      HF_TOKEN=hf_... bespoke publish --workspace /workspace --repo you/bespoke-lora
+    """
+    from bespoke import publish as hub
+
+    plan, url = hub.publish(Workspace(workspace), repo, dict(os.environ), best_only=best_only, private=not public)
+    click.echo(f"published {len(plan.files)} files to {repo} ({'private' if plan.private else 'public'}): {url}")

@@ -425,8 +425,12 @@ class Layout:
     images: int
 
 
-def layout_key(ds: Dataset, repeats: int, concept: str, resolution: tuple[int, int], upscale: str) -> str:
-    opts = json.dumps([LAYOUT_VERSION, ds.hash, repeats, concept, list(resolution), upscale])
+def layout_key(ds: Dataset, repeats: int, concept: str, resolution: tuple[int, int], upscale: str,
+               rules: Rules | None = None) -> str:
+    opts = [LAYOUT_VERSION, ds.hash, repeats, concept, list(resolution), upscale]
+    if rules is not None:  # the LoRA's trigger words come from the manifest (bespoke.lorameta)
+        opts += [rules.caption_prefix, list(rules.triggers)]
+    opts = json.dumps(opts)
     return hashlib.sha256(opts.encode()).hexdigest()
 
 
@@ -474,6 +478,7 @@ def lay_out(
     concept: str = "bespoke_baby",
     resolution: tuple[int, int] = (1024, 1024),
     upscale: str = "nearest",
+    rules: Rules | None = None,
 ) -> Layout:
     """Write $WS/training_data/<repeats>_<concept>/ as its only entry; no work if it is up to date.
 
@@ -483,7 +488,7 @@ def lay_out(
     check_options(repeats, concept, resolution)
     ws = Workspace.of(workspace)
     target = ws.training_data
-    key = layout_key(ds, repeats, concept, resolution, upscale)
+    key = layout_key(ds, repeats, concept, resolution, upscale, rules)
     folder = ws.concept_folder(repeats, concept)
     if folder.parent != target or not ws.contains(folder.absolute()):  # check_options makes this so; never write outside
         raise DataError(f"the layout folder {safeio.show(folder)} is not inside {safeio.show(target)}",
@@ -517,6 +522,7 @@ def lay_out(
         "tool": "bespoke", "version": __version__, "layout_key": key, "dataset_hash": ds.hash,
         "source": ds.source, "repeats": repeats, "concept": concept, "resolution": list(resolution),
         "upscale": upscale, "images": len(files), "files": files,
+        **({"caption_prefix": rules.caption_prefix, "triggers": list(rules.triggers)} if rules else {}),
     }
     block = 4096  # a file takes whole blocks; the manifest and the folders take a few more
     need = sum(-(-len(b) // block) * block for _, b in blobs) + block * (len(blobs) // 8 + 8)

@@ -278,6 +278,7 @@ def follow(argv: list[str], env: dict[str, str], log_path: Path, follower: Follo
                 if not ready:
                     if child.poll() is not None:
                         break
+                    follower.idle()
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:

@@ -19,15 +19,19 @@ from pathlib import Path
 
 from bespoke import (
     dataset,
+    estimate,
     kohya,
+    lorameta,
     masking,
     model,
+    notify,
     preflight,
     profiles,
     progress,
     recipe,
     runs,
     switches,
+    tblog,
     tokens,
 )
 from bespoke.errors import BespokeError, DataError, PreflightError, TrainingError
@@ -63,6 +67,8 @@ class TrainOptions:
     force: bool = False
     machines: kohya.Machines = field(default_factory=kohya.Machines)
     profile: str | None = None  # bespoke.profiles: exact or fast; None: the default for the GPUs
+    gpus: int | None = None  # --gpus: the count a dry run plans for where no GPU is visible
+    price_per_hour: float | None = None  # the pod's price: the estimate adds the cost
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,8 @@ def passed_over(what: str, e: Exception) -> None:
 # --- check ---------------------------------------------------------------------------------------
 
 def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOptions | None = None,
-          free=None, probed: dict | None = None, profile: str | None = None) -> list[Finding]:
+          free=None, probed: dict | None = None, profile: str | None = None,
+          price_per_hour: float | None = None) -> list[Finding]:
     """Every preflight finding; the data is read and checked but nothing is written."""
     ws = Workspace.of(ws)
     opts = opts or PrepareOptions()
@@ -124,6 +131,10 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
         n_images = len(ds.items)
         findings.append(Finding(OK, "data", dataset.summary(ds)))
         findings += [Finding(WARN, "data", w) for w in ds.warnings[:5]]
+        gpus = len(found or []) or 1
+        math = recipe.training_math(r, n_images, opts.repeats, gpus)
+        est = _estimate(ws, math.total_steps, prof, probed, gpus, not found, price_per_hour)
+        findings += [Finding(INFO, "time", " ".join(line.split())) for line in est.lines()]
     except DataError as e:
         findings.append(Finding(ERROR, "data", f"{e.what} ({e.where})", e.fix or ""))
         findings += [Finding(ERROR, "data", p) for p in e.problems[:10]]
@@ -173,7 +184,7 @@ def _prepare(ws: Workspace, data: Path | None, opts: PrepareOptions) -> tuple[da
     if ds.layout_hint and not ds.layout_hint.endswith(f"{opts.repeats}_{opts.concept}"):
         log.info(f"note: input folder {ds.layout_hint} is laid out already; using --repeats {opts.repeats} "
                  f"--concept {opts.concept}")
-    lay = dataset.lay_out(ds, ws, opts.repeats, opts.concept, opts.resolution, opts.upscale)
+    lay = dataset.lay_out(ds, ws, opts.repeats, opts.concept, opts.resolution, opts.upscale, opts.rules())
     preview = dataset.write_preview(ds, ws.preview)
     state = "written" if lay.rebuilt else "up to date, nothing to do"
     log.info(f"layout: {lay.folder} ({len(ds.items)} images, {state}); preview: {preview}")
@@ -217,6 +228,24 @@ def _gpu_count(probed: dict) -> int:
     return probed["device_count"]
 
 
+def _gpus_for_dry_run(probed: dict, asked: int | None) -> tuple[int, bool]:
+    """The GPU count a dry run plans for: the visible ones, else --gpus N, else 1 (assumed)."""
+    if probed.get("torch") is not None and probed.get("device_count"):
+        return probed["device_count"], False
+    return max(asked or 1, 1), True
+
+
+def _estimate(ws: Workspace, steps: int, profile: profiles.Profile, probed: dict, gpus: int, assumed: bool,
+              price: float | None) -> estimate.Estimate:
+    """The run's expected duration and cost from the measured figures (bespoke.estimate)."""
+    found = preflight.gpus(probed) or []
+    card = found[0].name if found else None
+    cache = Path(ws.cache_env(os.environ).get("TORCHINDUCTOR_CACHE_DIR") or ws.cache)
+    cached = cache.is_dir() and any(cache.iterdir())
+    return estimate.estimate(steps, profile.name, card, gpus, gpus_assumed=assumed, price_per_hour=price,
+                             compile_cached=cached, assume_card=None if card else estimate.ASSUMED_CARD)
+
+
 MODEL_FLAG = "pretrained_model_name_or_path"
 
 
@@ -248,6 +277,8 @@ class Launch:
     tokenizers_present: bool
     sample_size: tuple[int, int]
     dry_run: bool = False
+    estimate: estimate.Estimate | None = None  # None on the CPU (a Rig)
+    notes: tuple[str, ...] = ()  # what a dry run assumed (no GPU, no sd-scripts here)
 
     @property
     def environ(self) -> dict[str, str]:
@@ -267,7 +298,8 @@ class Launch:
     def lines(self) -> list[str]:
         """What train says before it starts (and all a dry run says): the math, the model, the profile,
         what bespoke added to the recipe, the run plan, and in a dry run the command."""
-        out = ["training math:", *(f"  {line}" for line in self.math.lines()),
+        out = [*(f"note: {n}" for n in self.notes), "training math:", *(f"  {line}" for line in self.math.lines()),
+               *(f"  {line}" for line in (self.estimate.lines() if self.estimate else [])),
                f"base model: {self.model_note()}", f"profile: {self.profile.name} ({self.profile.note})"]
         out += [f"  + --{name}: {why}" for name, why in self.added]
         out += [self.run.note] if self.run.note else []
@@ -302,8 +334,33 @@ def plan(ws: Workspace | Path, opts: TrainOptions, probed: dict, rig: Rig | None
     if tuple(manifest["resolution"]) != recipe.resolution(r):
         warnings.append(f"data was prepared at {manifest['resolution']}, the recipe trains at "
                         f"{r.get('resolution')}; run `bespoke prepare --resolution` to match")
-    sd = kohya.locate()
-    gpus = 0 if rig else _gpu_count(probed)
+    defaults = PrepareOptions()
+    for name, value in lorameta.modelspec_flags(
+            title=str(r.get("output_name")), triggers=tuple(manifest.get("triggers") or defaults.triggers),
+            caption_prefix=manifest.get("caption_prefix") or defaults.caption_prefix,
+            sample_prompt=recipe.TEST_PROMPTS[0], dataset_hash=manifest["dataset_hash"],
+            images=manifest["images"], profile=profile.name).items():
+        if name not in r.overridden:
+            r.set(name, value, "trigger words and provenance in the LoRA's header" if name == "metadata_title"
+                  else None)
+    notes = []
+    try:
+        sd = kohya.locate()
+    except BespokeError as e:
+        if not opts.dry_run:
+            raise
+        sd = None  # a dry run on a laptop shows the math and the command all the same
+        notes.append(f"{e.what}; the command shows $SD_SCRIPTS_DIR")
+    gpus_assumed = False
+    if rig:
+        gpus = 0
+    elif opts.dry_run:
+        gpus, gpus_assumed = _gpus_for_dry_run(probed, opts.gpus)
+        if gpus_assumed:
+            notes.append(f"no GPU visible here; planning for {gpus} GPU(s) "
+                         f"({'--gpus' if opts.gpus else 'assumed; --gpus N to change'})")
+    else:
+        gpus = _gpu_count(probed)
     math = recipe.training_math(r, manifest["images"], manifest["repeats"], gpus * opts.machines.num_machines)
     output_name = str(r.get("output_name"))
 
@@ -322,16 +379,21 @@ def plan(ws: Workspace | Path, opts: TrainOptions, probed: dict, rig: Rig | None
     if local and tokens_present:
         env["HF_HUB_OFFLINE"] = "1"
     wrapper = (rig.script if rig else None) or profile.launcher_path()
-    script, script_args = (wrapper, [str(sd.script)]) if wrapper else (sd.script, [])
+    sd_path = sd.path if sd else Path("$SD_SCRIPTS_DIR")
+    sd_script = sd.script if sd else sd_path / recipe.SCRIPT
+    script, script_args = (wrapper, [str(sd_script)]) if wrapper else (sd_script, [])
+    left = math.total_steps - run.state_epoch * math.steps_per_epoch
+    est = None if rig else _estimate(ws, left, profile, probed, gpus, gpus_assumed, opts.price_per_hour)
     argv = kohya.launch_argv(script, script_args + r.argv(), gpus, mixed_precision=str(r.get("mixed_precision", "no")),
                              machines=opts.machines)
     return Launch(
         ws=ws, profile=profile, profile_why=why, warnings=tuple(warnings), math=math, gpus=gpus, run=run, key=key,
         recipe_argv=tuple(r.argv()), added=tuple(r.added.items()), argv=tuple(argv), env=tuple(env.items()),
-        cwd=sd.path, sd_commit=sd.commit, dataset_hash=manifest["dataset_hash"], output_name=output_name,
+        cwd=sd_path, sd_commit=sd.commit if sd else None, dataset_hash=manifest["dataset_hash"], output_name=output_name,
         epochs=int(r.get("max_train_epochs")), save_every=int(r.get("save_every_n_epochs", 1)), model_ref=ref,
         model_local=local, tokenizers=tok_dir, tokenizers_present=tokens_present,
         sample_size=(rig.sample_size if rig and rig.sample_size else recipe.resolution(r)), dry_run=opts.dry_run,
+        estimate=est, notes=tuple(notes),
     )
 
 
@@ -344,10 +406,13 @@ class Outcome:
     done: dict | None = None  # DONE.json, when the run finished
 
 
-def execute(launch: Launch, *, on_line=None, grace: float = 60.0) -> Outcome:
+def execute(launch: Launch, *, on_line=None, grace: float = 60.0, notifier: notify.Notifier | None = None,
+            follower_box: list | None = None) -> Outcome:
     """Carry out a planned launch: archive a run --force replaces, make the tokenizers and fetch the model
     if needed, run sd-scripts (through kohya.follow and bespoke.proc.spawn, the one process seam) and
-    follow it into status.json, then check its LoRAs and write DONE.json. `on_line` sees each output line."""
+    follow it into status.json, then check its LoRAs and write DONE.json. `on_line` sees each output line.
+    Each epoch's samples go to TensorBoard (bespoke.tblog); the photo alarm goes to `notifier` too.
+    `follower_box` receives the Follower, so a caller can tell where a failed run stood."""
     t0 = time.time()
     ws = launch.ws
     if launch.run.archive:
@@ -374,10 +439,14 @@ def execute(launch: Launch, *, on_line=None, grace: float = 60.0) -> Outcome:
     run, math = launch.run, launch.math
     status = progress.Status(stage="starting", epoch=run.state_epoch, epochs=launch.epochs, log=str(log_file),
                              output_name=launch.output_name)
+    first_stage = "compiling" if _compiles(launch.profile) and launch.gpus else "starting"
     follower = progress.Follower(ws.status, ws.loss, status, step_offset=run.state_epoch * math.steps_per_epoch,
-                                 total=math.total_steps)
+                                 total=math.total_steps, first_stage=first_stage)
+    if follower_box is not None:
+        follower_box.append(follower)
     check_resume = _ResumeCheck(run.state_epoch, launch.epochs) if run.action == "resume" else None
-    alarm = _EpochAlarm(ws, follower)
+    alarm = _EpochAlarm(ws, follower, board=tblog.Board(ws.board, recipe.TEST_PROMPTS),
+                        steps_per_epoch=math.steps_per_epoch, first=run.state_epoch, notifier=notifier)
     hooks = [h for h in (on_line, check_resume, alarm) if h is not None]
 
     def each_line(line: str) -> None:
@@ -385,7 +454,10 @@ def execute(launch: Launch, *, on_line=None, grace: float = 60.0) -> Outcome:
             hook(line)
 
     log.info(f"log: {log_file}")
-    outcome = kohya.follow(argv, env, log_file, follower, cwd=str(launch.cwd), grace=grace, on_line=each_line)
+    try:
+        outcome = kohya.follow(argv, env, log_file, follower, cwd=str(launch.cwd), grace=grace, on_line=each_line)
+    finally:
+        alarm.board.close()
     if outcome.interrupted_by is not None:
         follower.set(stage="interrupted", message=f"interrupted at step {follower.status.step}")
         return Outcome(128 + outcome.interrupted_by, f"interrupted at step {follower.status.step}; run again to "
@@ -406,20 +478,58 @@ def execute(launch: Launch, *, on_line=None, grace: float = 60.0) -> Outcome:
         "math": {"steps_per_epoch": math.steps_per_epoch, "total_steps": math.total_steps, "gpus": launch.gpus},
     }, every=launch.save_every)
     alarm.final(launch.epochs)
+    alarm.board.close()
     follower.set(stage="done", step=math.total_steps, message=f"{len(done['epochs'])} epoch LoRAs in {ws.output}")
     return Outcome(0, f"done: {len(done['epochs'])} LoRA files in {ws.output} ({outcome.seconds:.0f} s)", done)
 
 
+def notifier_from_env() -> notify.Notifier:
+    """BESPOKE_NOTIFY_URL's notifier; an undelivered notification is a warning in the log."""
+    return notify.from_env(os.environ, warn=log.warning)
+
+
 def train(ws: Workspace | Path, opts: TrainOptions, *, probed: dict | None = None, rig: Rig | None = None,
-          on_line=None, grace: float = 60.0) -> int:
+          on_line=None, grace: float = 60.0, notifier: notify.Notifier | None = None) -> int:
     """The train stage: plan, say what it will do, execute (resume; no-op when done). Returns the exit code.
-    Holds the workspace lock, except for a dry run (it writes nothing)."""
+    BESPOKE_NOTIFY_URL hears of the end: done, failed or interrupted (bespoke.notify). Holds the workspace
+    lock, except for a dry run (it writes nothing)."""
+    outcome = train_outcome(ws, opts, probed=probed, rig=rig, on_line=on_line, grace=grace,
+                            notifier=notifier, notify_done=True)
+    return outcome.code
+
+
+def train_outcome(ws: Workspace | Path, opts: TrainOptions, *, probed: dict | None = None, rig: Rig | None = None,
+                  on_line=None, grace: float = 60.0, notifier: notify.Notifier | None = None,
+                  notify_done: bool = True) -> Outcome:
+    """`train`, returning the Outcome: `done` is set only when this call trained to the end."""
+    note = notifier or notifier_from_env()
+    box: list = []
+    try:
+        outcome = _locked_train(ws, opts, probed, rig, on_line, grace, note, box)
+    except BespokeError as e:
+        st = box[0].status if box else None
+        note.send("failed", stage="failed", epoch=st and st.epoch, step=st and st.step, total=st and st.total,
+                  message=e.line())
+        note.flush()
+        raise
+    st = box[0].status if box else None
+    if st is not None and outcome.code >= 128:
+        note.send("interrupted", stage="interrupted", epoch=st.epoch, step=st.step, total=st.total,
+                  message=outcome.message)
+    elif st is not None and outcome.done is not None and notify_done:
+        note.send("done", stage="done", epoch=st.epoch, step=st.step, total=st.total, message=outcome.message)
+    note.flush()
+    return outcome
+
+
+def _locked_train(ws, opts: TrainOptions, probed, rig, on_line, grace, note, box) -> Outcome:
     ws = Workspace.of(ws)
     with contextlib.nullcontext() if opts.dry_run else ws.lock("train"):
-        return _train(ws, opts, probed, rig, on_line, grace)
+        return _train(ws, opts, probed, rig, on_line, grace, note, box)
 
 
-def _train(ws: Workspace, opts: TrainOptions, probed: dict | None, rig: Rig | None, on_line, grace: float) -> int:
+def _train(ws: Workspace, opts: TrainOptions, probed: dict | None, rig: Rig | None, on_line, grace: float,
+           note: notify.Notifier, box: list) -> Outcome:
     ws.apply_cache_env()
     if probed is None:  # `run` passes its check's probe; a Rig needs none (it trains with --sdpa on the CPU)
         probed = {} if rig else preflight.probe(imports_only=True, cache=ws.probe_cache)
@@ -430,14 +540,14 @@ def _train(ws: Workspace, opts: TrainOptions, probed: dict | None, rig: Rig | No
     if launch.run.action == "done" and not opts.dry_run:
         log.info(f"nothing to do: this recipe and data finished already ({ws.done_file}); "
                  "change the recipe or data, or --force to train again")
-        return 0
+        return Outcome(0, "nothing to do")
     for line in launch.lines():
         log.info(line)
     if opts.dry_run:
-        return 0
-    outcome = execute(launch, on_line=on_line, grace=grace)
+        return Outcome(0, "dry run")
+    outcome = execute(launch, on_line=on_line, grace=grace, notifier=note, follower_box=box)
     log.info(outcome.message)
-    return outcome.code
+    return outcome
 
 
 class _ResumeCheck:
@@ -458,61 +568,120 @@ class _ResumeCheck:
 
 
 class _EpochAlarm:
-    """After each epoch's samples, score them and say whether they look like pixel art."""
+    """After each epoch's samples, score them, say whether they look like pixel art, and put the samples,
+    their sprites and scores in TensorBoard (bespoke.tblog). The base model's samples (epoch 0, with
+    sd-scripts' --sample_at_first) go to TensorBoard only: they are not expected to be pixel art."""
 
-    def __init__(self, ws: Workspace, follower: progress.Follower):
-        self.ws, self.follower, self.last = ws, follower, 0
+    def __init__(self, ws: Workspace, follower: progress.Follower, *, board: tblog.Board | None = None,
+                 steps_per_epoch: int = 0, first: int = 0, notifier: notify.Notifier | None = None):
+        self.ws, self.follower, self.last = ws, follower, first
+        self.board, self.steps_per_epoch, self.notifier = board, steps_per_epoch, notifier
+        self.baseline_done = first > 0
 
     def __call__(self, line: str) -> None:
         ep = progress.parse_epoch(line)
+        if ep is not None and ep[0] == 1 and not self.baseline_done:
+            self.baseline_done = True
+            self._board(0, None)
         if ep is not None and ep[0] > 1:
             self.report(ep[0] - 1)
 
     def final(self, epochs: int) -> None:
         self.report(epochs)
 
+    def _board(self, epoch: int, alarm: str | None, samples=None) -> None:
+        if self.board is None:
+            return
+        try:
+            if samples is None:
+                _, _, samples = evaluate.epoch_verdict(self.ws, epoch, None, self.ws.report / "sprites")
+            if samples:
+                self.board.epoch(epoch, epoch * self.steps_per_epoch, samples, alarm)
+        except (BespokeError, OSError, ImportError) as e:  # TensorBoard is a view: it never stops training
+            log.warning(f"TensorBoard: epoch {epoch} not written ({e})")
+
     def report(self, epoch: int) -> None:
         if epoch <= self.last:
             return
         self.last = epoch
         try:
-            line, photo_like = evaluate.epoch_alarm(self.ws, epoch, None)
+            line, photo_like, samples = evaluate.epoch_verdict(self.ws, epoch, None, self.ws.report / "sprites")
         except BespokeError as e:
             passed_over(f"epoch {epoch}'s samples not scored", e)
             return
+        self._board(epoch, f"{line}: {pixelart.PHOTO_ALARM}" if photo_like else None, samples)
         if photo_like:
             line = f"{line}: {pixelart.PHOTO_ALARM}"
             log.error(line)
             self.follower.status.alarms.append(line)
             self.follower.write(force=True)
+            if self.notifier is not None:
+                st = self.follower.status
+                self.notifier.send("photo_alarm", stage=st.stage, epoch=epoch, step=st.step, total=st.total,
+                                   message=line)
             if switches.switch("BESPOKE_STOP_ON_PHOTO"):
                 raise TrainingError(pixelart.PHOTO_ALARM, f"epoch {epoch}", "BESPOKE_STOP_ON_PHOTO=1 stopped training")
         else:
             log.info(line)
 
 
-def evaluate_after_training(ws: Workspace | Path) -> None:
-    """Score the epochs and write the report; a failing report never fails a finished training."""
+def evaluate_after_training(ws: Workspace | Path) -> dict | None:
+    """Score the epochs, write the report and put the verdict in TensorBoard; a failing report never fails a
+    finished training. Returns report.json's dict, or None."""
+    ws = Workspace.of(ws)
     try:
-        evaluate.evaluate(Workspace.of(ws))
+        result = evaluate.evaluate(ws)
     except BespokeError as e:
         log.warning(f"evaluation failed: {e.line()}")
+        return None
+    done = runs.read_done(ws)
+    board = tblog.Board(ws.board, recipe.TEST_PROMPTS)
+    try:
+        board.final(result, int(((done or {}).get("math") or {}).get("total_steps", 0)))
+    except (OSError, ImportError) as e:
+        log.warning(f"TensorBoard: the verdict was not written ({e})")
+    finally:
+        board.close()
+    return result
+
+
+def publish_after_evaluation(ws: Workspace, repo: str) -> None:
+    """BESPOKE_HUB_REPO: upload the results; a failed upload is a warning (status.json records it)."""
+    from bespoke import publish
+
+    log.info(f"== publish to {repo}")
+    try:
+        p, url = publish.publish(ws, repo, dict(os.environ))
+    except BespokeError as e:
+        log.warning(f"publish failed, training's results are safe: {e.line()}")
+        return
+    log.info(f"published {len(p.files)} files to {repo}: {url}")
 
 
 def run(ws: Workspace | Path, data: Path | None, popts: PrepareOptions, topts: TrainOptions,
         show_findings=None) -> int:
-    """check -> prepare -> train -> evaluate: what the container runs. Returns the exit code.
-    `show_findings(findings)` shows check's table (the CLI prints it; by default it is logged).
-    Holds the workspace lock throughout."""
+    """check -> prepare -> train -> evaluate (-> publish, with BESPOKE_HUB_REPO): what the container runs.
+    Returns the exit code. `show_findings(findings)` shows check's table (the CLI prints it; by default it
+    is logged). BESPOKE_NOTIFY_URL hears of the end; done comes after the evaluation, with its verdict.
+    Holds the workspace lock throughout (a run refused for a held lock notifies nobody)."""
     ws = Workspace.of(ws)
     with ws.lock("run"):
-        return _run(ws, data, popts, topts, show_findings)
+        note = notifier_from_env()
+        try:
+            return _run(ws, data, popts, topts, show_findings, note)
+        except BespokeError as e:
+            if "failed" not in note.events:  # train says so itself, with the step
+                note.send("failed", stage="failed", message=e.line())
+            raise
+        finally:
+            note.flush()
 
 
-def _run(ws: Workspace, data: Path | None, popts: PrepareOptions, topts: TrainOptions, show_findings) -> int:
+def _run(ws: Workspace, data, popts: PrepareOptions, topts: TrainOptions, show_findings, note) -> int:
     log.info("== check")
     probed = preflight.probe(cache=ws.probe_cache)
-    findings = check(ws, data, topts.overrides, popts, probed=probed, profile=topts.profile)
+    findings = check(ws, data, topts.overrides, popts, probed=probed, profile=topts.profile,
+                     price_per_hour=topts.price_per_hour)
     if show_findings is not None:
         show_findings(findings)
     else:
@@ -523,8 +692,17 @@ def _run(ws: Workspace, data: Path | None, popts: PrepareOptions, topts: TrainOp
     log.info("== prepare")
     prepare(ws, data, popts)
     log.info("== train")
-    code = train(ws, topts, probed=probed)
-    if code == 0 and not topts.dry_run:
+    outcome = train_outcome(ws, topts, probed=probed, notifier=note, notify_done=False)
+    if outcome.code == 0 and not topts.dry_run:
         log.info("== evaluate")
-        evaluate_after_training(ws)
-    return code
+        result = evaluate_after_training(ws) or {}
+        if outcome.done is not None:
+            rec = result.get("recommended") or {}
+            math = outcome.done.get("math") or {}
+            note.send("done", stage="done", epoch=len(outcome.done.get("epochs", [])) and
+                      max(e["epoch"] for e in outcome.done["epochs"]), step=math.get("total_steps"),
+                      total=math.get("total_steps"), message=result.get("reason") or outcome.message,
+                      recommended_epoch=rec.get("epoch"), score=rec.get("mean_score"))
+        if repo := os.environ.get("BESPOKE_HUB_REPO", "").strip():
+            publish_after_evaluation(ws, repo)
+    return outcome.code

@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bespoke.estimate import STEPS_TO_MEASURE
 from bespoke.fsutil import atomic_write_json
 
 # tqdm: "steps:  10%|█         | 1015/10150 [25:14<3:47:20,  1.49s/it, avr_loss=0.0812]"
@@ -93,17 +94,18 @@ class Status:
     started_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     alarms: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0  # since bespoke started following sd-scripts
 
 
 class Follower:
     """Turns child output lines into status updates, a progress display and a loss history."""
 
     RATE_WINDOW = 100  # steps: the s/step and ETA shown come from the last ones seen
-    RATE_MIN_SPAN = 5  # fewer steps seen than this: tqdm's own rate
+    WAITING = ("starting", "compiling")  # stages before this process's first step is done: no ETA yet
 
     def __init__(self, status_path: Path, loss_path: Path | None, status: Status, *, step_offset: int = 0,
                  total: int | None = None, tty: bool | None = None, out=None, plain_every: float = 30.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, first_stage: str = "starting"):
         self.path = Path(status_path)
         self.loss_path = loss_path
         self.status = status
@@ -121,6 +123,10 @@ class Follower:
         self._last_step = -1
         self._bar_shown = False
         self.clock = clock
+        self._t0 = self._last_idle = clock()
+        self.first_stage = first_stage  # "compiling" when the profile compiles inside step 1
+        self._stepped = False
+        self._measured = False  # a step finished in this process: from then on the rate is measured
         self._seen: deque[tuple[float, int]] = deque(maxlen=self.RATE_WINDOW)  # (time, step) as each step appears
         self.write(force=True)
 
@@ -128,6 +134,7 @@ class Follower:
         now = time.time()
         if force or now - self._last_write >= 1.0:
             self.status.updated_at = now
+            self.status.elapsed_s = round(self.clock() - self._t0, 1)
             atomic_write_json(self.path, asdict(self.status))
             self._last_write = now
 
@@ -156,12 +163,20 @@ class Follower:
         s.step = self.step_offset + t.step
         s.total = self.total or self.step_offset + t.total
         s.loss = t.loss if t.loss is not None else s.loss
-        if t.step != self._last_step:
-            self._seen.append((self.clock(), t.step))
-        s.seconds_per_step = self._recent_rate() or t.seconds_per_step
-        s.eta = fmt_seconds(s.seconds_per_step * (s.total - s.step)) if s.seconds_per_step else t.eta
-        if s.stage not in ("sampling", "saving") or t.step != self._last_step:
-            s.stage = "training"
+        if t.step > 0 and t.step != self._last_step:
+            self._stepped = True
+            self._seen.append((self.clock(), t.step))  # step 0 (and so step 1's compile) never enters the rate
+        # Only steps timed here give a rate: tqdm's is the run's average, which a compiling step 1 inflates
+        # (233.9 s/step on an H200 whose steps took 0.3 s).
+        s.seconds_per_step = self._recent_rate()
+        s.eta = fmt_seconds(s.seconds_per_step * (s.total - s.step)) if s.seconds_per_step else None
+        if not self._measured and len(self._seen) > STEPS_TO_MEASURE:
+            self._measured = True  # the estimate a card without a measured figure was promised
+            self._clear_bar()
+            print(f"measured over {STEPS_TO_MEASURE} steps: {s.seconds_per_step:.3f} s/step; "
+                  f"{s.total - s.step} steps to go, about {s.eta}", file=self.out, flush=True)
+        if s.stage not in ("sampling", "saving", "caching latents") or t.step != self._last_step:
+            s.stage = "training" if self._stepped else self.first_stage
         # tqdm shows a step first with the previous loss, then again with its own: keep the last one seen
         if t.step != self._last_step:
             self.flush()
@@ -172,9 +187,9 @@ class Follower:
         self._show(s)
 
     def _recent_rate(self) -> float | None:
-        """Seconds per step over the last steps seen. sd-scripts' tqdm averages over the whole run
-        (smoothing=0), so a first step that waited minutes for torch.compile would inflate its ETA for hours."""
-        if len(self._seen) < 2 or self._seen[-1][1] - self._seen[0][1] < self.RATE_MIN_SPAN:
+        """Seconds per step over the last steps seen, from step 1 on. sd-scripts' tqdm averages over the whole
+        run (smoothing=0), so a first step that waited minutes for torch.compile would inflate its ETA for hours."""
+        if len(self._seen) < 2 or self._seen[-1][1] <= self._seen[0][1]:
             return None
         (t0, s0), (t1, s1) = self._seen[0], self._seen[-1]
         return (t1 - t0) / (s1 - s0)
@@ -186,19 +201,36 @@ class Follower:
                 f.write(json.dumps(self._pending) + "\n")
         self._pending = None
 
+    def idle(self) -> None:
+        """No output for a while (the child is loading or compiling): keep the elapsed time fresh while
+        the first step is awaited."""
+        s = self.status
+        if s.stage in self.WAITING and self.clock() - self._last_idle >= 1.0:
+            self._last_idle = self.clock()
+            self.write(force=True)
+            self._show(s, heartbeat=True)
+
     def line(self) -> str:
         s = self.status
+        if s.stage in self.WAITING:
+            what = "compiling (torch.compile, inside step 1)" if s.stage == "compiling" else "starting"
+            return (f"epoch {s.epoch}/{s.epochs}  step {s.step}/{s.total}  {what}: "
+                    f"{self.clock() - self._t0:.0f} s elapsed, no ETA until a step is timed")
         loss = f"{s.loss:.4f}" if s.loss is not None else "?"
         sps = f"{s.seconds_per_step:.2f} s/step" if s.seconds_per_step else "? s/step"
         pct = 100 * s.step / s.total if s.total else 0
-        return (f"epoch {s.epoch}/{s.epochs}  step {s.step}/{s.total} ({pct:.0f}%)  loss {loss}  {sps}  "
-                f"ETA {s.eta or '?'}")
+        eta = s.eta or "after the next step"
+        return f"epoch {s.epoch}/{s.epochs}  step {s.step}/{s.total} ({pct:.0f}%)  loss {loss}  {sps}  ETA {eta}"
 
-    def _show(self, s: Status) -> None:
+    def _show(self, s: Status, heartbeat: bool = False) -> None:
         if self.tty:
             self.out.write("\r\033[K" + self.line())
             self.out.flush()
             self._bar_shown = True
+        elif heartbeat:
+            if time.time() - self._last_plain >= self.plain_every:
+                print(self.line(), file=self.out, flush=True)
+                self._last_plain = time.time()
         elif s.step != self._last_plain_step and (time.time() - self._last_plain >= self.plain_every
                                                   or s.step == s.total):
             print(self.line(), file=self.out, flush=True)

@@ -24,7 +24,8 @@ STATE_FILES = ("train_state.json", "optimizer.bin", "scheduler.bin", "random_sta
 
 
 def run_key(argv: list[str], dataset_hash: str) -> str:
-    stable = [a for a in argv if not a.startswith("--resume")]
+    # The LoRA's metadata says what the run is; it does not change the training, so it is not its identity.
+    stable = [a for a in argv if not a.startswith(("--resume", "--metadata_"))]
     return hashlib.sha256(json.dumps([stable, dataset_hash]).encode()).hexdigest()
 
 
@@ -128,6 +129,11 @@ def finish(ws: Workspace, key: str, output_name: str, epochs: int, info: dict, e
     done = {"run_key": key, "finished_at": time.time(), "epochs": files, **info}
     atomic_write_json(ws.done_file, done)
     return done
+
+
+def read_done(ws: Workspace) -> dict | None:
+    """DONE.json of a finished run, or None."""
+    return _read(ws.done_file)
 
 
 def _read(path: Path) -> dict | None:

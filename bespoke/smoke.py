@@ -14,7 +14,10 @@ import os
 import resource
 import signal
 import tempfile
+import threading
 import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from bespoke import demo, kohya, pipeline, recipe, runs, tokens
@@ -28,6 +31,31 @@ RESOLUTION = (64, 64)
 EPOCHS = 2
 # The only overrides of the recipe (with the tiny model path): bf16 and AdamW8bit stay.
 OVERRIDES = ("resolution=64,64", "xformers=false", "sdpa=true", f"max_train_epochs={EPOCHS}")
+
+
+class _Inbox:
+    """A loopback endpoint for BESPOKE_NOTIFY_URL: the smoke run counts the notifications it is sent."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                inbox.received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/smoke"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def run(workspace: Path | None = None) -> int:
@@ -62,6 +90,9 @@ def run(workspace: Path | None = None) -> int:
     rig = pipeline.Rig(script=Path(__file__).parent / "launch" / "tinysdxl.py", sample_size=RESOLUTION)
     output = ws.output
     resumed = False
+    inbox = _Inbox()
+    user_url = os.environ.get("BESPOKE_NOTIFY_URL")
+    os.environ["BESPOKE_NOTIFY_URL"] = inbox.url  # never the user's webhook: the smoke run's own inbox
     if not ws.done_file.exists():
         def interrupt_after_epoch_1(line: str) -> None:
             if line.strip() == f"epoch 2/{EPOCHS}":  # epoch 1's LoRA and state are saved by now
@@ -79,12 +110,22 @@ def run(workspace: Path | None = None) -> int:
     done_before = ws.done_file.read_bytes()
     with timed("train (again: no-op)"):
         pipeline.train(ws, options, rig=rig)
+    inbox.close()
+    if user_url is None:
+        os.environ.pop("BESPOKE_NOTIFY_URL", None)
+    else:
+        os.environ["BESPOKE_NOTIFY_URL"] = user_url
     checks = verify(ws, sd.path, ckpt)
+    events = Counter(r["event"] for r in inbox.received)
+    expected = Counter({"photo_alarm": EPOCHS, "interrupted": 1, "done": 1} if resumed else {})
+    checks.append(("one notification per event at a loopback webhook", events == expected,
+                   ", ".join(f"{k} x{v}" for k, v in sorted(events.items())) or "none"))
     checks.append(("a second run after DONE is a no-op", ws.done_file.read_bytes() == done_before, ""))
     if resumed:
         checks.append(("interrupted after epoch 1, resumed, finished", True, ""))
     with timed("evaluate"):
         checks += _evaluate(ws)
+        checks.append(_tensorboard(ws))
 
     log.info("\nsmoke checks:")
     for name, ok, detail in checks:
@@ -107,9 +148,7 @@ Check = tuple[str, "bool | None", str]
 
 
 def _evaluate(ws: Workspace) -> list[Check]:
-    from bespoke.eval import evaluate
-
-    evaluate.evaluate(ws)
+    pipeline.evaluate_after_training(ws)
     report = ws.report
     data = json.loads((report / "report.json").read_text())
     judged = [s for e in data.get("epochs", []) for s in e.get("samples", [])]
@@ -119,6 +158,24 @@ def _evaluate(ws: Workspace) -> list[Check]:
          all((report / f).is_file() for f in ("report.html", "report.json", "contact-sheet.png")), ""),
         ("the tiny model's noise samples are judged not pixel art", noise_ok, f"{len(judged)} samples"),
     ]
+
+
+def _tensorboard(ws: Workspace) -> Check:
+    """bespoke's TensorBoard run, read with TensorBoard's own reader (sd-scripts' environment has it)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bespoke import tblog
+
+    acc = EventAccumulator(str(ws.board), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    t = acc.Tags()
+    labels = [tblog.prompt_label(i, recipe.TEST_PROMPTS) for i in range(len(recipe.TEST_PROMPTS))]
+    steps = {e.step for e in acc.Scalars("score/mean")} if "score/mean" in t["scalars"] else set()
+    ok = (all(f"sample/{x}" in t["images"] and f"sprite/{x}" in t["images"] and f"score/{x}" in t["scalars"]
+              for x in labels)
+          and "report/contact_sheet" in t["images"] and len(steps) == EPOCHS)
+    return ("TensorBoard run 'bespoke': each epoch's samples, sprites and scores, the verdict", ok,
+            f"{len(t['images'])} image tags, {len(t['scalars'])} scalar tags, score steps {sorted(steps)}")
 
 
 def verify(ws: Workspace, sd_path: Path, ckpt: Path) -> list[Check]:
@@ -146,6 +203,11 @@ def verify(ws: Workspace, sd_path: Path, ckpt: Path) -> list[Check]:
         meta = f.metadata() or {}
     dim, alpha = meta.get("ss_network_dim"), meta.get("ss_network_alpha")
     checks.append(("metadata says dim 128, alpha 64", dim == "128" and float(alpha or 0) == 64.0, f"{dim}/{alpha}"))
+    trigger = meta.get("modelspec.trigger_phrase")
+    checks.append(("modelspec: title, trigger words, usage hint, provenance",
+                   meta.get("modelspec.title") == recipe.OUTPUT_NAME and trigger == "bespoke punk, bespoke baby"
+                   and "pixel art, 24x24" in meta.get("modelspec.usage_hint", "")
+                   and f"{IMAGES} images" in meta.get("modelspec.description", ""), f"trigger {trigger!r}"))
     losses = [json.loads(line)["loss"] for line in ws.loss.read_text().splitlines()]
     checks.append(("loss logged and finite", bool(losses) and all(math.isfinite(x) for x in losses),
                    f"{len(losses)} points, last {losses[-1]:.4f}" if losses else "none"))

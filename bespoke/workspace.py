@@ -159,6 +159,16 @@ class Workspace:
     def best(self) -> Path:
         return self.output / "best.safetensors"
 
+    @property
+    def board(self) -> Path:
+        """bespoke's own TensorBoard run beside sd-scripts' (bespoke.tblog)."""
+        return self.logs / "bespoke"
+
+    @property
+    def model_card(self) -> Path:
+        """The Hub's README.md for the run, written by `bespoke publish` and uploaded with it."""
+        return self.output / "README.md"
+
     # --- caches ----------------------------------------------------------------------------------
     @property
     def cache(self) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from safetensors import safe_open
 
 from bespoke.cli import cli
 from bespoke.demo import make_sprite
@@ -43,10 +44,13 @@ def write_sample(ws: Path, epoch: int, prompt: int, img: Image.Image, ts: str = 
 
 
 def write_lora(ws: Path, epoch: int | None, name: str = NAME) -> Path:
-    """A stand-in LoRA: evaluate only copies and hashes it."""
+    """A tiny real LoRA file (evaluate copies it and merges its recommendation into the header)."""
+    from safetensors.numpy import save_file
+
     path = ws / "output" / (f"{name}.safetensors" if epoch is None else f"{name}-{epoch:06d}.safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(f"lora for epoch {epoch}".encode())
+    save_file({"lora_unet_x.lora_down.weight": np.full((2, 3), epoch or -1, dtype=np.float16)}, str(path),
+              metadata={"ss_output_name": name, "modelspec.title": name})
     return path
 
 
@@ -137,7 +141,14 @@ def test_evaluate_writes_report_sprites_and_best(tmp_path):
     assert result["recommended"]["epoch"] == 3 and result["runner_up"]["epoch"] == 2
     assert json.loads((out / "report" / "report.json").read_text())["recommended"]["epoch"] == 3
     best = (out / "best.safetensors").read_bytes()
-    assert best == (out / f"{NAME}.safetensors").read_bytes()
+    with safe_open(str(out / "best.safetensors"), framework="numpy") as f, \
+            safe_open(str(out / f"{NAME}.safetensors"), framework="numpy") as g:
+        assert list(f.keys()) == list(g.keys())
+        assert all(np.array_equal(f.get_tensor(k), g.get_tensor(k)) for k in f.keys())
+        meta = f.metadata()
+    assert meta["modelspec.title"] == NAME and meta["bespoke.recommended_epoch"] == "3"
+    assert meta["bespoke.pixel_art"] == "3/3" and float(meta["bespoke.mean_score"]) > 0
+    assert meta["modelspec.thumbnail"].startswith("data:image/jpeg;base64,")
     digest = hashlib.sha256(best).hexdigest()
     assert (out / "best.safetensors.sha256").read_text() == f"{digest}  best.safetensors\n"
     assert result["best"]["sha256"] == digest

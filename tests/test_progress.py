@@ -85,12 +85,45 @@ def test_rate_and_eta_come_from_the_recent_steps_not_tqdms_run_average(tmp_path)
     s = f.status
     assert abs(s.seconds_per_step - 0.4) < 1e-9
     assert s.eta.startswith("1:07:")  # 0.4 s x 10,120 steps, where tqdm's 7.07 s/it says ~20 h
+    said = [line for line in f.out.getvalue().splitlines() if line.startswith("measured over")]
+    assert said == ["measured over 20 steps: 0.400 s/step; 10129 steps to go, about 1:07:31"]
+
+
+def test_compiling_before_the_first_step_shows_elapsed_seconds_not_an_eta(tmp_path):
+    """An H200's first ETA of a 40-step run read 2:32:02 (tqdm's 233.9 s/step, step 1 compiling)."""
+    now = [0.0]
+    out = io.StringIO()
+    f = progress.Follower(tmp_path / "s.json", None, progress.Status(), tty=False, out=out, plain_every=0,
+                          clock=lambda: now[0], first_stage="compiling")
+    f.feed("steps:   0%|          | 0/40 [00:00<?, ?it/s]")
+    now[0] = 120.0
+    f.idle()  # no output for a while: sd-scripts is compiling inside step 1
+    status = json.loads((tmp_path / "s.json").read_text())
+    assert status["stage"] == "compiling" and status["eta"] is None and status["elapsed_s"] == 120.0
+    assert "compiling (torch.compile, inside step 1): 120 s elapsed, no ETA" in out.getvalue()
+    now[0] = 233.9
+    f.feed("steps:   2%|▎         | 1/40 [03:53<2:32:02, 233.90s/it, avr_loss=0.5]")
+    assert f.status.stage == "training" and f.status.eta is None  # step 1 timed nothing yet
+    assert "ETA after the next step" in f.line() and "2:32:02" not in f.line()
+    now[0] = 234.2
+    f.feed("steps:   5%|▌         | 2/40 [03:54<1:14:00, 117.10s/it, avr_loss=0.5]")
+    assert abs(f.status.seconds_per_step - 0.3) < 1e-6 and f.status.eta == "0:00:11"  # 38 steps x 0.3 s
+
+
+def test_an_idle_follower_in_training_writes_nothing_new(tmp_path):
+    f = progress.Follower(tmp_path / "s.json", None, progress.Status(stage="training"), tty=False,
+                          out=io.StringIO(), plain_every=0)
+    before = (tmp_path / "s.json").read_text()
+    f.idle()
+    assert (tmp_path / "s.json").read_text() == before
 
 
 def test_tty_keeps_one_line(tmp_path):
     out = io.StringIO()
-    f = progress.Follower(tmp_path / "s.json", None, progress.Status(), tty=True, out=out)
+    now = [4.0]
+    f = progress.Follower(tmp_path / "s.json", None, progress.Status(), tty=True, out=out, clock=lambda: now[0])
     f.feed("steps:  10%|█         | 4/40 [00:04<00:36,  1.00s/it, avr_loss=0.5]")
+    now[0] = 5.0
     f.feed("steps:  12%|█▎        | 5/40 [00:05<00:35,  1.00s/it, avr_loss=0.4]")
     f.feed("INFO something")
     text = out.getvalue()

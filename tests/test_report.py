@@ -12,6 +12,7 @@ from PIL import Image
 
 from bespoke.demo import make_sprite
 from bespoke.eval import evaluate, pixelart, report
+from tests.test_evaluate import write_lora
 
 NAME = evaluate.DEFAULT_OUTPUT_NAME
 BLURRY = (200, 40, 160)  # a flat magenta render: no edges, so not pixel art
@@ -36,10 +37,8 @@ def workspace(tmp_path) -> Path:
                 continue
             good = epoch >= 2 or (epoch, prompt) == (1, 0)
             sample(tmp_path, epoch, prompt, sprite_render(prompt) if good else Image.new("RGB", (1024, 1024), BLURRY))
-    out = tmp_path / "output"
-    for epoch in (1, 2):
-        (out / f"{NAME}-{epoch:06d}.safetensors").write_bytes(b"x")
-    (out / f"{NAME}.safetensors").write_bytes(b"last")
+    for epoch in (1, 2, None):  # None: the last epoch, kohya's unnumbered file
+        write_lora(tmp_path, epoch)
     return tmp_path
 
 

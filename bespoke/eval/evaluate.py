@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bespoke import recipe, runs, safeio
+from bespoke import lorameta, recipe, runs, safeio
 from bespoke.errors import BespokeError
 from bespoke.eval import pixelart, report
 from bespoke.fsutil import atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
@@ -210,8 +210,9 @@ def recommend(epochs: list[Epoch]) -> Recommendation:
     return Recommendation(best, runner, reason, [e.epoch for e in ranked])
 
 
-def publish_best(ws: Workspace, lora: Path | None) -> dict | None:
-    """Copy the recommended LoRA to best.safetensors with a sha256sum-style checksum beside it.
+def publish_best(ws: Workspace, lora: Path | None, meta: dict[str, str] | None = None) -> dict | None:
+    """Copy the recommended LoRA to best.safetensors with a sha256sum-style checksum beside it; `meta`
+    goes into its header (bespoke.lorameta), the tensors untouched.
 
     Without a recommendation an older best.safetensors is removed: it would belong to another run.
     """
@@ -222,6 +223,8 @@ def publish_best(ws: Workspace, lora: Path | None) -> dict | None:
         checksum.unlink(missing_ok=True)
         return None
     atomic_copy(lora, best)
+    if meta:
+        lorameta.merge_metadata(best, meta)
     digest = sha256_file(best)
     atomic_write_text(checksum, f"{digest}  {best.name}\n")
     return {"path": str(best), "sha256": digest, "source": str(lora)}
@@ -253,7 +256,7 @@ def _evaluate(ws: Workspace, grid: int, palette_dir: Path | None) -> dict:
     loss = read_loss(ws.loss)
     epochs = summarise(samples, ws.output, name, max(s.epoch for s in samples), loss, palette is not None)
     rec = recommend(epochs)
-    best = publish_best(ws, rec.epoch.lora if rec.epoch else None)
+    best = publish_best(ws, rec.epoch.lora if rec.epoch else None, best_meta(rec, samples))
     result = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "workspace": str(ws.root), "output_name": name, "grid": grid,
@@ -282,6 +285,17 @@ def _overlap(a: Path, b: Path) -> bool:
     return Workspace(a).contains(b) or Workspace(b).contains(a)
 
 
+def best_meta(rec: Recommendation, samples: list[Sample]) -> dict[str, str] | None:
+    """best.safetensors' own header keys: the recommendation and its best sample as the thumbnail."""
+    e = rec.epoch
+    if e is None:
+        return None
+    mine = [s for s in samples if s.epoch == e.epoch and s.score]
+    top = max(mine, key=lambda s: s.score.score, default=None)
+    return lorameta.best_keys(e.epoch, e.mean_score, f"{e.pixel_art}/{e.samples}", rec.reason,
+                              top.path if top else None)
+
+
 def thresholds() -> dict:
     p = pixelart
     return {
@@ -296,12 +310,19 @@ def epoch_alarm(workspace: Workspace | Path, epoch: int, palette_dir: Path | Non
 
     Without palette_dir the prepared training data (the workspace's training_data) is the palette, if any.
     """
+    line, photo_like, _ = epoch_verdict(workspace, epoch, palette_dir)
+    return line, photo_like
+
+
+def epoch_verdict(workspace: Workspace | Path, epoch: int, palette_dir: Path | None,
+                  sprite_dir: Path | None = None) -> tuple[str, bool, list[Sample]]:
+    """epoch_alarm's line and flag, and the scored samples (their sprites written to sprite_dir, if given)."""
     ws = Workspace.of(workspace)
     samples = [s for s in find_samples(ws.samples, output_name(ws)) if s.epoch == epoch]
     if not samples:
-        return f"epoch {epoch}: no samples in {ws.samples}", False
+        return f"epoch {epoch}: no samples in {ws.samples}", False, []
     palette = palette_for(palette_dir or default_palette_dir(ws), pixelart.GRID)
-    score_samples(samples, palette, pixelart.GRID)
+    score_samples(samples, palette, pixelart.GRID, sprite_dir)
     n, good = len(samples), sum(s.score.pixel_art for s in samples)
     line = f"epoch {epoch}: {good}/{n} pixel art"
     if palette is None:
@@ -309,7 +330,7 @@ def epoch_alarm(workspace: Workspace | Path, epoch: int, palette_dir: Path | Non
     else:
         off = sum(not s.score.palette_ok for s in samples)
         line += ", palette ok" if off == 0 else f", palette off in {off}/{n}"
-    return line, pixelart.looks_like_photos(good, n)
+    return line, pixelart.looks_like_photos(good, n), samples
 
 
 def summary_lines(result: dict) -> list[str]:
