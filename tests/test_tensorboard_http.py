@@ -48,8 +48,6 @@ def get_json(url: str) -> dict:
 
 def test_tensorboard_lists_samples_sprites_scores_and_the_verdict(tmp_path):
     pytest.importorskip("tensorboard", reason="needs tensorboard: use the kohya environment (make kohya-env)")
-    pytest.importorskip("pkg_resources", reason="tensorboard 2.20's command imports pkg_resources: "
-                        "pip install 'setuptools<82' in that environment")
     ws = Workspace(tmp_path)
     logs = ws.logs
     board = tblog.Board(ws.board, recipe.TEST_PROMPTS)
