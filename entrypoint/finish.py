@@ -25,47 +25,43 @@ def say(line: str) -> None:
     print(f"bespoke-entrypoint: {line}", flush=True)
 
 
-def record_failure(workspace: Path, code: int, interrupted: bool) -> Path | None:
-    """Make status.json show a failed run even when bespoke died before it could say so itself."""
-    path = Workspace.of(workspace).status
+def _read_status(path: Path) -> dict:
+    """status.json as a dict; {} when it is missing, unreadable or not an object."""
     try:
         status = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
-        status = {}
-    if not isinstance(status, dict):
-        status = {}
-    if status.get("stage") in ("failed", "interrupted"):
-        return None  # bespoke already wrote the stage and its own last_error
-    status["stage"] = "interrupted" if interrupted else "failed"
-    status["last_error"] = status.get("last_error") or f"bespoke run exited with code {code}; see the container log"
-    status["updated_at"] = time.time()
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _write_status(path: Path, status: dict) -> Path | None:
     try:
         atomic_write_json(path, status)
     except OSError as e:
         say(f"could not write {path} ({e.strerror})")
         return None
     return path
+
+
+def record_failure(workspace: Path, code: int, interrupted: bool) -> Path | None:
+    """Make status.json show a failed run even when bespoke died before it could say so itself."""
+    path = Workspace.of(workspace).status
+    status = _read_status(path)
+    if status.get("stage") in ("failed", "interrupted"):
+        return None  # bespoke already wrote the stage and its own last_error
+    status["stage"] = "interrupted" if interrupted else "failed"
+    status["last_error"] = status.get("last_error") or f"bespoke run exited with code {code}; see the container log"
+    status["updated_at"] = time.time()
+    return _write_status(path, status)
 
 
 def record_setting_error(workspace: Path, error: str) -> Path | None:
     """Put an unusable setting in status.json beside the run's own fields (bespoke rewrites the file while
     it runs, so this is written once the run has ended)."""
     path = Workspace.of(workspace).status
-    try:
-        status = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        status = {}
-    if not isinstance(status, dict):
-        status = {}
+    status = _read_status(path)
     status["on_finish_error"] = error
-    try:
-        from bespoke.fsutil import atomic_write_json
-
-        atomic_write_json(path, status)
-    except OSError as e:
-        say(f"could not write {path} ({e.strerror})")
-        return None
-    return path
+    return _write_status(path, status)
 
 
 def sleep_until_signal(sleep: Callable[[float], None] | None = None) -> int:

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
+from tests.fakes import serving
+
 LFS_SUFFIXES = (".safetensors", ".png")
 
 
@@ -133,10 +135,5 @@ class FakeHub:
 
     @contextmanager
     def running(self):
-        t = threading.Thread(target=self.server.serve_forever, daemon=True)
-        t.start()
-        try:
+        with serving(self.server):
             yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()

@@ -8,6 +8,8 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.fakes import serving
+
 
 class FakeWebhook:
     def __init__(self, fail_first: int = 0, status: int = 500, hang: float = 0.0):
@@ -44,10 +46,5 @@ class FakeWebhook:
 
     @contextmanager
     def running(self):
-        t = threading.Thread(target=self.server.serve_forever, daemon=True)
-        t.start()
-        try:
+        with serving(self.server):
             yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
