@@ -46,12 +46,14 @@ FROM ${CUDA_BASE} AS os
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 # Host keys that openssh-server makes on install are deleted: each container makes its own at start.
+# /etc/bespoke-cuda-headers says whether CUDA's headers were installed (--verify-image checks them if so).
 ARG CUDA_DEV_PACKAGES="cuda-cccl-12-8 cuda-crt-12-8 cuda-cudart-dev-12-8 cuda-driver-dev-12-8"
 # hadolint ignore=DL3008,SC2086
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates ${CUDA_DEV_PACKAGES} \
     g++ gcc libc6-dev make openssh-server python3 python3-dev python3-venv tini \
- && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
+ && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* \
+ && echo "${CUDA_DEV_PACKAGES}" > /etc/bespoke-cuda-headers
 
 # ---- dependencies: exactly `make kohya-env`, with TORCH=cu128 in place of cpu, through the lock ---------
 # Only the files this layer installs are copied: a change to any other file (torch-cpu.txt, lock-cpu.txt)
@@ -59,6 +61,10 @@ RUN apt-get update \
 FROM os AS venv
 ARG PIP_VERSION=25.3
 ARG TORCH=cu128
+# TORCH_FROM=pypi (make image-test, whose machines cannot reach the PyTorch index): the same torch from PyPI,
+# whose torch 2.10.0 is this cu128 build (its nvidia-*-cu12 and triton requirements are the lock's); only
+# the local version label (+cu128) and the index line are dropped from the requirement files.
+ARG TORCH_FROM=pytorch
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -66,8 +72,10 @@ RUN python3 -m venv /opt/venv
 WORKDIR /opt/bespoke
 COPY requirements/lock-${TORCH}.txt requirements/torch-${TORCH}.txt requirements/sd-scripts.txt \
      requirements/tokenizer-data.txt requirements/
+COPY tools/pypi-torch.sh tools/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -c requirements/lock-${TORCH}.txt --upgrade pip==${PIP_VERSION} setuptools \
+    if [ "${TORCH_FROM}" = pypi ]; then tools/pypi-torch.sh requirements; fi \
+ && pip install -c requirements/lock-${TORCH}.txt --upgrade pip==${PIP_VERSION} setuptools \
  && pip install -c requirements/lock-${TORCH}.txt -r requirements/torch-${TORCH}.txt -r requirements/sd-scripts.txt
 # bespoke's own [project] dependencies (all pinned), installed here so the code layer below adds none.
 # pip check runs before tokenizer-data, which is installed --no-deps for its data file alone.
@@ -111,10 +119,12 @@ ENV PYTHONUNBUFFERED=1 \
     KOHYA_VENV=/opt/venv \
     HF_HUB_DISABLE_TELEMETRY=1
 COPY . /opt/bespoke/
+ARG TORCH_FROM=pytorch
 # The build's own smoke check. `bespoke check` itself needs a GPU, a volume and data, none of which a
 # build has; --verify-image checks what the build is responsible for (sd-scripts at the pin, the
 # tokenizers, every pinned version installed, xformers built for this torch, the imports).
-RUN pip install --no-cache-dir --no-deps --no-build-isolation -e /opt/bespoke \
+RUN if [ "${TORCH_FROM}" = pypi ]; then tools/pypi-torch.sh /opt/bespoke/requirements; fi \
+ && pip install --no-cache-dir --no-deps --no-build-isolation -e /opt/bespoke \
  && touch /opt/venv/.installed \
  && mkdir -p /workspace \
  && bespoke --help > /dev/null \

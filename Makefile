@@ -27,7 +27,7 @@ BESPOKE_IMAGE = $(or $(shell sed -n 's/^BESPOKE_IMAGE=//p' .env 2>/dev/null),$(i
 endif
 
 # make image-test: the Dockerfile built with podman on a Debian base (debootstrap, cached here, outside
-# the clone) and PyPI's torch, then tools/image-test.sh run in it.
+# the clone) and the shipped lock's torch from PyPI (tools/pypi-torch.sh), then tools/image-test.sh in it.
 IMAGE_CACHE ?= /var/cache/bespoke-ci
 DEBIAN_SUITE ?= bookworm
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
@@ -69,7 +69,7 @@ image-test: sd-scripts
 	podman build --layers --format docker -f Dockerfile -t $(TEST_IMAGE) -v "$(SD_SCRIPTS_DIR):/sd-scripts-src:ro" \
 		-v $(BUILD_CA):/run/bespoke-build/ca.crt:ro -v $(IMAGE_CACHE)/pip.conf:/etc/pip.conf:ro \
 		$(foreach d,$(LOCAL_INDEXES),-v $(dir $(d)):$(dir $(d)):ro) \
-		--build-arg CUDA_BASE="$$base" --build-arg CUDA_DEV_PACKAGES= --build-arg TORCH=cpu \
+		--build-arg CUDA_BASE="$$base" --build-arg CUDA_DEV_PACKAGES= --build-arg TORCH_FROM=pypi \
 		--build-arg SD_SCRIPTS_SOURCE=/sd-scripts-src --build-arg VERSION=image-test .
 	ENGINE=podman tools/image-test.sh $(TEST_IMAGE)
 

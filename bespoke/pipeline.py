@@ -140,11 +140,12 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
         findings += [Finding(ERROR, "data", p) for p in e.problems[:10]]
     if ws.root.is_dir():
         hub = ws.hub_cache
+        base = model.cached(str(r.get("pretrained_model_name_or_path")), str(hub))
         terms = preflight.disk_terms(
             ws=ws, hub_cache=hub, images=n_images, resolution=recipe.resolution(r),
             epochs=int(r.get("max_train_epochs")), save_every=int(r.get("save_every_n_epochs", 1)),
             dim=int(r.get("network_dim")), save_precision=r.get("save_precision"),
-            model_cached=model.cached(str(r.get("pretrained_model_name_or_path")), str(hub)) is not None,
+            model_cached=base is not None, model_params=preflight.model_params(base) if base else None,
         )
         findings += preflight.check_disk(terms, free)
         if r.get("save_precision") not in ("fp16", "bf16"):

@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bespoke import proc, profiles, runs
+from bespoke.errors import BespokeError
 from bespoke.fsutil import atomic_write_text
+from bespoke.lorameta import read_header
 from bespoke.workspace import Workspace
 
 ERROR, WARN, OK, INFO = "error", "warn", "ok", "info"
 
 GB = 1e9
 BASE_MODEL_BYTES = 6_938_078_334  # sd_xl_base_1.0.safetensors
-LORA_BYTES_DIM128_FP32 = 1.82 * GB  # measured: dim 128, text-encoder LoRA included, fp32
+BASE_MODEL_PARAMS = BASE_MODEL_BYTES / 2  # its tensors are fp16; the header is a few hundred kB
+LORA_BYTES_DIM128_FP32 = 1.82 * GB  # measured on SDXL base: dim 128, text-encoder LoRA included, fp32
 PNG_BYTES_1024 = 40_000  # a nearest-upscaled 24x24 portrait at 1024x1024, generous
 MARGIN = 0.10
 
@@ -98,13 +101,15 @@ class DiskTerm:
 
 def disk_terms(
     *, ws: Workspace | Path, hub_cache: Path, images: int, resolution: tuple[int, int], epochs: int, save_every: int,
-    dim: int, save_precision: str | None, model_cached: bool,
+    dim: int, save_precision: str | None, model_cached: bool, model_params: int | None = None,
 ) -> list[DiskTerm]:
+    """What the run will write, where. `model_params`, the base model's parameter count where its file is
+    at hand (model_params()), scales the LoRA from SDXL base's: a smaller model has smaller layers."""
     ws = Workspace.of(ws)
     out = ws.output
     saves = len(runs.saved_epochs(epochs, save_every))  # the files train expects: every n-th and the last
-    lora = LORA_BYTES_DIM128_FP32 * dim / 128 * (0.5 if save_precision in ("fp16", "bf16") else 1.0)
-    lora_fp32 = LORA_BYTES_DIM128_FP32 * dim / 128
+    lora_fp32 = LORA_BYTES_DIM128_FP32 * dim / 128 * (model_params / BASE_MODEL_PARAMS if model_params else 1.0)
+    lora = lora_fp32 * (0.5 if save_precision in ("fp16", "bf16") else 1.0)
     latent = resolution[0] // 8 * resolution[1] // 8 * 4 * 4 + 1024  # fp32 4-channel latent in an .npz
     png = PNG_BYTES_1024 * resolution[0] * resolution[1] / 1024**2
     terms = []
@@ -117,6 +122,24 @@ def disk_terms(
         DiskTerm("training state (2 x weights + optimizer)", 2 * 1.5 * lora_fp32, out),
     ]
     return terms
+
+
+def model_params(path: Path) -> int | None:
+    """The parameter count in a .safetensors file's header (no tensor is read); None for anything else."""
+    if Path(path).suffix != ".safetensors" or not Path(path).is_file():
+        return None
+    try:
+        header, _ = read_header(Path(path))
+    except (BespokeError, OSError):
+        return None
+    total = 0
+    for name, t in header.items():
+        if name != "__metadata__" and isinstance(t, dict):
+            n = 1
+            for d in t.get("shape", ()):
+                n *= int(d)
+            total += n
+    return total or None
 
 
 def _existing(p: Path) -> Path:

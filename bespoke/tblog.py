@@ -12,7 +12,9 @@ and once, at the end: report/contact_sheet (image), report/recommendation (text)
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +58,10 @@ class Board:
             from tensorboardX import SummaryWriter
 
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(logdir=str(self.dir), flush_secs=5)
+            # the file is named by the second and the host only: a second writer in the same second (the
+            # verdict's, right after the last epoch's) would truncate the first one's file
+            self._writer = SummaryWriter(logdir=str(self.dir), flush_secs=5,
+                                         filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
         return self._writer
 
     def epoch(self, epoch: int, step: int, samples, alarm: str | None = None) -> None:

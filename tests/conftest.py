@@ -71,3 +71,15 @@ def pytest_sessionfinish(session, exitstatus):
     if session.config.getoption("--fail-on-skip") and skipped and exitstatus == 0:
         reporter.write_line(f"--fail-on-skip: {len(skipped)} test(s) skipped; each skip reason says what to install")
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def own_environment():
+    """`train` points the cache variables at its workspace in os.environ (the CLI runs once per process);
+    each test starts from the environment the session started with."""
+    import os
+
+    kept = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(kept)

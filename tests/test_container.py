@@ -145,7 +145,7 @@ def test_the_dependency_layer_copies_only_what_it_installs():
     copies = [a for s, k, a in instructions() if k == "COPY" and s == "venv"]
     files = [w for c in copies for w in c.split()[:-1]]
     installed = set(re.findall(r"-[rc] (requirements/\S+\.txt)", "\n".join(runs("venv"))))
-    assert set(files) == installed | {"pyproject.toml"}
+    assert set(files) == installed | {"pyproject.toml", "tools/pypi-torch.sh"}
     assert "requirements/" not in files
 
 
@@ -231,13 +231,28 @@ def test_dockerfile_bakes_the_tokenizers_sd_scripts_and_bespoke_load():
         a for s, k, a in instructions() if k == "COPY" and s == "image"]
 
 
+def test_image_test_installs_the_shipped_lock_from_pypi(tmp_path):
+    """make image-test's build (TORCH_FROM=pypi) installs lock-cu128.txt's versions, labels dropped: PyPI's
+    torch 2.10.0 requires exactly the lock's nvidia-*-cu12 and triton pins (its wheel's metadata)."""
+    for name in ("torch-cu128.txt", "lock-cu128.txt"):
+        (tmp_path / name).write_bytes((ROOT / "requirements" / name).read_bytes())
+    subprocess.run([str(ROOT / "tools" / "pypi-torch.sh"), str(tmp_path)], check=True)
+    for name in ("torch-cu128.txt", "lock-cu128.txt"):
+        before, after = verify.pins(ROOT / "requirements" / name), verify.pins(tmp_path / name)
+        assert after == {k: v.removesuffix("+cu128") for k, v in before.items()}
+        assert "download.pytorch.org" not in (tmp_path / name).read_text()
+    assert verify.pins(tmp_path / "lock-cu128.txt")["torch"] == "2.10.0"
+    assert verify.same_torch("2.10.0+cu128", "2.10.0") and verify.same_torch("2.10.0+cu128", "2.10.0+cu128")
+    assert not verify.same_torch("2.10.0+cu128", "2.10.0+cpu") and not verify.same_torch("2.10.0+cu128", "2.9.1")
+
+
 def test_sd_scripts_from_a_folder_must_hold_the_pin():
     """make image-test copies sd-scripts from a folder, as make sd-scripts does, never another commit."""
     (fetch,) = runs("sd-scripts")[1:]
     assert 'test "$(cat "${SD_SCRIPTS_SOURCE}/.bespoke-commit")" = "${commit}"' in fetch
     assert "SD_SCRIPTS_SOURCE=" in [a for s, k, a in instructions() if k == "ARG" and s == "sd-scripts"]
     recipe = makefile_recipe("image-test")
-    for arg in ("CUDA_BASE=", "CUDA_DEV_PACKAGES=", "TORCH=cpu", "SD_SCRIPTS_SOURCE=/sd-scripts-src"):
+    for arg in ("CUDA_BASE=", "CUDA_DEV_PACKAGES=", "TORCH_FROM=pypi", "SD_SCRIPTS_SOURCE=/sd-scripts-src"):
         assert f"--build-arg {arg}" in recipe
     assert "-f Dockerfile" in recipe and "tools/image-test.sh" in recipe
 
@@ -252,7 +267,8 @@ def test_dockerignore_sends_only_what_the_build_copies():
              if x.strip() and not x.startswith("#")]
     assert lines[0] == "*"
     allowed = {x[1:].rstrip("/") for x in lines if x.startswith("!")}
-    copied = {"bespoke", "entrypoint", "requirements", "pyproject.toml", "Makefile", "README.md"}
+    copied = {"bespoke", "entrypoint", "requirements", "pyproject.toml", "Makefile", "README.md",
+              "tools/pypi-torch.sh"}
     assert copied <= allowed
     assert not allowed & {".git", ".venv", ".venv-kohya", ".cache", "workspace", "tests"}
     assert "readme" in (ROOT / "pyproject.toml").read_text()  # why README.md travels

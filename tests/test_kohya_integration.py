@@ -47,16 +47,12 @@ def test_compiled_blocks_train_like_eager_ones():
     (made non-reentrant); sampling under no_grad runs the eager blocks and compiles nothing."""
     r = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "compiled_blocks.py"), SD],
                        capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
     # the JSON line, then the launcher's graph count at exit
-    got = json.loads(next(line for line in reversed(r.stdout.splitlines()) if line.startswith("{")))
-    assert got["unique_graphs"] >= 3 and got["calls_captured"] > 0  # the blocks really went through dynamo
+    line = next((x for x in reversed(r.stdout.splitlines()) if x.startswith("{")), None)
+    assert line is not None, r.stderr[-2000:]
+    got = json.loads(line)
+    assert got["failed"] == [] and r.returncode == 0, (got, r.stderr[-2000:])
     assert got["compiled_loss"] == pytest.approx(got["eager_loss"], rel=1e-5)
-    assert got["grad_rel_diff"] < 1e-5 and got["grads"] > 0
-    assert got["reentrant_before"] and not got["reentrant_after"] and not got["te_reentrant"]
-    assert got["sample_equal"]  # the eager bodies: the very output of the unpatched model
-    assert got["graphs_after_sampling"] == got["unique_graphs"] == got["graphs_after_next_step"]  # no recompile
-    assert got["next_loss"] == got["compiled_loss"]
 
 
 def test_flat_optimizer_and_bucketed_reduce_compute_what_they_replace():

@@ -38,6 +38,13 @@ grep -E "^  (ok|FAIL)" "$work/smoke.log"
 grep -q "smoke test passed" "$work/smoke.log" || fail "bespoke smoke-test did not pass"
 ok "bespoke smoke-test in the container"
 
+# --- the fast profile's compile path on the image's torch (CPU, aot_eager): an API break in it shows here ---
+"$engine" run --rm -v "$PWD/tests/scripts:/checks:ro" "$image" python /checks/compiled_blocks.py /opt/sd-scripts \
+  > "$work/compiled.log" 2>&1 || { tail -40 "$work/compiled.log"; fail "compiled blocks on the image's torch"; }
+python3 -c 'import json, sys; g = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1]); print(g["torch"], g["unique_graphs"], "graphs")' \
+  "$work/compiled.log" > "$work/compiled"
+ok "compiled blocks train like eager ones on the image's torch: $(cat "$work/compiled")"
+
 # --- the entrypoint as PID 1: TensorBoard on 6006, sshd on 22 with the container's environment ---------
 mkdir -p "$work/ws"
 ssh-keygen -q -t ed25519 -N "" -f "$work/id"

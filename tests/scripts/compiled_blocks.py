@@ -1,7 +1,11 @@
 """One training step of a tiny SDXL with LoRA, eager and then through bespoke/launch/fastsdxl.py's compiled blocks.
 
     python compiled_blocks.py <sd-scripts>    prints JSON: both losses, the gradients' relative difference,
-                                              dynamo's graph counts, and what sampling (no_grad) does
+                                              dynamo's graph counts, what sampling (no_grad) does, and the
+                                              checks that failed (exit 1 if any)
+
+It runs twice in CI: in the kohya env (tests/test_kohya_integration.py) and in the image, on the torch the
+image ships (tools/image-test.sh), so an API break in either torch shows there.
 
 fp32 and the aot_eager backend: the same graphs fastsdxl traces on a GPU, forward and backward, without
 Triton kernels (none on CPU), so the two steps must agree to rounding. Gradient checkpointing is on, as in
@@ -65,12 +69,25 @@ trained_graphs = stats["unique_graphs"]
 compiled_sample = sample()
 sample_graphs = stats["unique_graphs"]
 again_loss, _ = step()
-print(json.dumps({"eager_loss": eager_loss, "compiled_loss": compiled_loss,
-                  "grad_rel_diff": float((eager_grad - compiled_grad).norm() / eager_grad.norm()),
-                  "grads": eager_grad.numel(), "unique_graphs": trained_graphs,
-                  "calls_captured": stats["calls_captured"],
-                  "reentrant_before": reentrant, "reentrant_after": sdxl_original_unet.USE_REENTRANT,
-                  "te_reentrant": te.text_model.encoder.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"],
-                  "sample_equal": bool(torch.equal(eager_sample, compiled_sample)),
-                  "graphs_after_sampling": sample_graphs, "graphs_after_next_step": stats["unique_graphs"],
-                  "next_loss": again_loss}))
+got = {"torch": torch.__version__, "eager_loss": eager_loss, "compiled_loss": compiled_loss,
+       "grad_rel_diff": float((eager_grad - compiled_grad).norm() / eager_grad.norm()),
+       "grads": eager_grad.numel(), "unique_graphs": trained_graphs,
+       "calls_captured": stats["calls_captured"],
+       "reentrant_before": reentrant, "reentrant_after": sdxl_original_unet.USE_REENTRANT,
+       "te_reentrant": te.text_model.encoder.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"],
+       "sample_equal": bool(torch.equal(eager_sample, compiled_sample)),
+       "graphs_after_sampling": sample_graphs, "graphs_after_next_step": stats["unique_graphs"],
+       "next_loss": again_loss}
+checks = {  # what must hold, on any torch the project ships (the kohya env's and the image's)
+    "the blocks went through dynamo": got["unique_graphs"] >= 3 and got["calls_captured"] > 0,
+    "the compiled loss is the eager one": abs(compiled_loss - eager_loss) <= 1e-5 * abs(eager_loss),
+    "the gradients agree": got["grad_rel_diff"] < 1e-5 and got["grads"] > 0,
+    "checkpointing made non-reentrant": got["reentrant_before"] and not got["reentrant_after"]
+    and not got["te_reentrant"],
+    "sampling runs the eager bodies": got["sample_equal"],
+    "sampling compiles nothing": got["graphs_after_sampling"] == trained_graphs == got["graphs_after_next_step"],
+    "the next step reuses the graphs": again_loss == compiled_loss,
+}
+got["failed"] = [name for name, ok in checks.items() if not ok]
+print(json.dumps(got))
+sys.exit(1 if got["failed"] else 0)
