@@ -7,6 +7,7 @@ and BESPOKE_SET split the same way for the CLI and the container.
 | BESPOKE_STOP_ON_PHOTO | off | stop training when an epoch's samples look like photos |
 | BESPOKE_CPP_WRAPPER | on | the fast profile launches its kernels from C++ |
 | BESPOKE_FLAT_STEP | on | the fast profile's flat AdamW8bit groups and one gradient all-reduce |
+| BESPOKE_COMPILE_ARTIFACTS | on | the fast profile keeps what it compiled as one file on the volume |
 | BESPOKE_TENSORBOARD | on | the container starts TensorBoard beside the run |
 
 On: 1, true, yes, on. Off: 0, false, no, off (any case). Unset or empty: the default. Anything else
@@ -30,6 +31,7 @@ SWITCHES = {
     "BESPOKE_STOP_ON_PHOTO": False,
     "BESPOKE_CPP_WRAPPER": True,
     "BESPOKE_FLAT_STEP": True,
+    "BESPOKE_COMPILE_ARTIFACTS": True,
     "BESPOKE_TENSORBOARD": True,
 }
 

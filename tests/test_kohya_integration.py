@@ -111,3 +111,32 @@ def test_smoke_pipeline(tmp_path):
     assert "smoke test passed" in r.stdout and "FAIL" not in r.stdout.split("smoke checks:")[1]
     done = json.loads((tmp_path / "output" / "DONE.json").read_text())
     assert [e["epoch"] for e in done["epochs"]] == [1, 2]
+
+
+def test_compile_artifacts_warm_an_empty_cache(tmp_path):
+    """bespoke/launch/compilecache.py: what one process compiled, kept as one file, spares a process with an
+    empty TORCHINDUCTOR_CACHE_DIR every inductor and AOTAutograd compile; a damaged file is a cold compile."""
+    script = str(ROOT / "tests" / "scripts" / "compile_artifacts.py")
+    kept = tmp_path / "kept" / "bespoke-artifacts" / "k.bin"
+
+    def run(what, cache, path):
+        r = subprocess.run([sys.executable, script, what, str(path)], capture_output=True, text=True,
+                           env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / cache),
+                                "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    cold = run("save", "a", kept)
+    assert cold["said"].startswith("compile artifacts saved") and cold.get("inductor.fxgraph_cache_miss", 0) > 0
+    assert kept.with_suffix(".sha256").read_text().strip() and kept.stat().st_size > 0
+    warm = run("load", "b", kept)
+    assert warm["said"].startswith("compile artifacts loaded") and warm["grad"] == cold["grad"]
+    assert warm.get("inductor.fxgraph_cache_hit", 0) == cold["inductor.fxgraph_cache_miss"]
+    assert warm.get("inductor.fxgraph_cache_miss", 0) == 0 and warm.get("aot_autograd.autograd_cache_hit", 0) > 0
+    damaged = tmp_path / "damaged.bin"
+    damaged.write_bytes(kept.read_bytes()[:-1] + b"\0")
+    damaged.with_suffix(".sha256").write_bytes(kept.with_suffix(".sha256").read_bytes())
+    from bespoke.launch import compilecache
+
+    assert "do not match their sha256" in compilecache.load(damaged)
+    assert compilecache.load(tmp_path / "none.bin").startswith("no compile artifacts yet")

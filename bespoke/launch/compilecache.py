@@ -1,0 +1,81 @@
+"""torch.compile's work kept as one file on the volume: torch's portable cache artifacts.
+
+Inductor's own cache (TORCHINDUCTOR_CACHE_DIR, on the volume) already spares a resumed run the kernel builds.
+The artifacts are the same results (inductor's FX graphs and kernels, AOTAutograd's graphs) in one blob,
+which `torch.compiler.load_cache_artifacts` puts into any cache directory before the first compile: a copy of
+the file is enough to warm a fresh pod's empty cache. The file is named by what the kernels depend on (torch,
+CUDA, the GPUs, the compile settings) and kept with its sha256; each cache entry inside it is guarded by
+inductor's own keys too. A missing, damaged or foreign file is a cold compile, never a failure.
+
+    <TORCHINDUCTOR_CACHE_DIR>/bespoke-artifacts/<key>.bin  and  <key>.sha256
+
+Loaded when the fast profile's launcher patches (before any compile), saved by the first process when it
+exits (the artifacts are what this process compiled or loaded; a run killed before then saves nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from bespoke.fsutil import atomic_write_bytes, atomic_write_text
+
+FOLDER = "bespoke-artifacts"
+
+
+def key(settings: dict) -> str:
+    """What compiled kernels depend on beyond the graph itself: torch and its CUDA, the GPUs, `settings`."""
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            gpus.append([p.name, p.major, p.minor])
+    facts = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpus": sorted(gpus) or "cpu", **settings}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def path_for(settings: dict, cache_dir: str | None = None) -> Path | None:
+    cache_dir = cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    return Path(cache_dir) / FOLDER / f"{key(settings)}.bin" if cache_dir else None
+
+
+def load(path: Path | None) -> str:
+    """Warm this process's compile cache from `path`; says what happened, in one line."""
+    import torch
+
+    if path is None or not path.is_file():
+        return "no compile artifacts yet: a cold compile, saved for the next start"
+    data = path.read_bytes()
+    digest = path.with_suffix(".sha256")
+    if not digest.is_file() or digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+        return f"compile artifacts {path.name} do not match their sha256: ignored, a cold compile"
+    try:
+        info = torch.compiler.load_cache_artifacts(data)
+    except Exception as e:  # a foreign or older torch's blob: the cache is an optimization, never a failure
+        return f"compile artifacts {path.name} not loaded ({type(e).__name__}: {e}): a cold compile"
+    n = sum(len(v) for v in info.artifacts.values()) if info is not None else 0
+    return f"compile artifacts loaded: {n} entries from {path.name} ({len(data) / 1e6:.1f} MB)"
+
+
+def save(path: Path | None) -> str:
+    """Write what this process compiled (or loaded) to `path`, atomically, with its sha256."""
+    import torch
+
+    if path is None:
+        return "no TORCHINDUCTOR_CACHE_DIR: compile artifacts not kept"
+    got = torch.compiler.save_cache_artifacts()
+    if not got or not got[0]:
+        return "no compile artifacts to keep"
+    data, info = got
+    atomic_write_bytes(path, data)
+    atomic_write_text(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest() + "\n")
+    n = sum(len(v) for v in info.artifacts.values())
+    return f"compile artifacts saved: {n} entries in {path} ({len(data) / 1e6:.1f} MB)"
+
+
+def first_process() -> bool:
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"

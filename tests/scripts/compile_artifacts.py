@@ -1,0 +1,29 @@
+"""One small compiled block, its forward and backward, with bespoke/launch/compilecache.py around it.
+
+    python compile_artifacts.py save|load <artifacts.bin>    prints JSON: what compilecache said, and dynamo's
+                                                             and inductor's cache counters
+
+TORCHINDUCTOR_CACHE_DIR is the caller's: `save` compiles cold and keeps the artifacts; `load` starts from an
+empty cache directory and must find every graph in the artifacts (inductor's CPU backend: C++ kernels).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch._dynamo.utils
+
+from bespoke.launch import compilecache
+
+what, path = sys.argv[1], Path(sys.argv[2])
+said = compilecache.load(path) if what == "load" else ""
+torch.manual_seed(0)
+block = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, 64), torch.nn.GELU())
+x = torch.randn(8, 64, requires_grad=True)
+torch.compile(block)(x).sum().backward()
+if what == "save":
+    said = compilecache.save(path)
+counters = torch._dynamo.utils.counters
+print(json.dumps({"said": said, "grad": float(x.grad.sum()),
+                  **{f"{k}.{n}": v for k in ("inductor", "aot_autograd") for n, v in counters[k].items()}}))
