@@ -93,7 +93,10 @@ ok "BESPOKE_ON_FINISH=exit: exits with the failed run's code ($code)"
 "$engine" run -d --name "$name" -v "$work/ws:/workspace" -e BESPOKE_ON_FINISH=hibernate -e BESPOKE_TENSORBOARD=0 "$image" > /dev/null
 wait_for 120 grep -q on_finish_error "$work/ws/output/status.json" || fail "no on_finish_error in status.json"
 test "$("$engine" inspect -f '{{.State.Running}}' "$name")" = true || fail "an invalid BESPOKE_ON_FINISH did not sleep"
-"$engine" logs "$name" 2>&1 | grep -q "error: BESPOKE_ON_FINISH='hibernate'" || fail "the log does not name the invalid value"
+# The log is read into a file and then searched: `logs | grep -q` fails under pipefail when grep stops
+# reading early, and the line may follow status.json by a moment.
+logged() { "$engine" logs "$name" > "$work/hibernate.log" 2>&1; grep -q "error: BESPOKE_ON_FINISH='hibernate'" "$work/hibernate.log"; }
+wait_for 30 logged || fail "the log does not name the invalid value"
 ok "BESPOKE_ON_FINISH=hibernate: sleeps, the error in the log and status.json"
 "$engine" stop -t 20 "$name" > /dev/null
 echo "image-test: all checks passed"
