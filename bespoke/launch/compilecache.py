@@ -26,15 +26,15 @@ FOLDER = "bespoke-artifacts"
 
 
 def key(settings: dict) -> str:
-    """What compiled kernels depend on beyond the graph itself: torch and its CUDA, the GPUs, `settings`."""
+    """What compiled kernels depend on beyond the graph itself: torch and its CUDA, the GPU model and count,
+    `settings`."""
     import torch
 
-    gpus = []
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            gpus.append([p.name, p.major, p.minor])
-    facts = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpus": sorted(gpus) or "cpu", **settings}
+    gpu = "cpu"
+    if torch.cuda.is_available():  # this process's GPU only: a pod's GPUs are one model, and no other is touched
+        p = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", 0)))
+        gpu = [p.name, p.major, p.minor, torch.cuda.device_count()]
+    facts = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": gpu, **settings}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
