@@ -64,6 +64,7 @@ kohya-test: $(KOHYA_VENV)/.installed sd-scripts
 ## image-test: build the image with podman (only build args differ) and run tools/image-test.sh in it
 image-test: sd-scripts
 	tools/podman-setup.sh
+	mkdir -p $(IMAGE_CACHE)
 	printf '[global]\ncert = /run/bespoke-build/ca.crt\n$(if $(LOCAL_INDEXES),extra-index-url = $(addprefix file://,$(LOCAL_INDEXES)))\n' > $(IMAGE_CACHE)/pip.conf
 	base="$$(tools/debian-base.sh $(IMAGE_CACHE) $(DEBIAN_SUITE) $(DEBIAN_MIRROR))" && \
 	podman build --layers --format docker -f Dockerfile -t $(TEST_IMAGE) -v "$(SD_SCRIPTS_DIR):/sd-scripts-src:ro" \

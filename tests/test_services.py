@@ -157,8 +157,11 @@ def sshd(tmp_path):
     for key in (etc / "ssh").glob("ssh_host_*"):
         key.unlink()  # the image has none: the entrypoint makes them per container
     dot_ssh.mkdir(mode=0o700)
-    if not Path("/root/.ssh").is_dir():
-        pytest.skip("needs /root/.ssh to mount a scratch copy over: mkdir -m 700 /root/.ssh")
+    # The scratch copy is mounted over /root/.ssh, so that must exist: made empty here when it does not (a
+    # fresh CI machine), and removed again afterwards.
+    made_dot_ssh = not Path("/root/.ssh").exists()
+    if made_dot_ssh:
+        Path("/root/.ssh").mkdir(mode=0o700)
     mounts = [f"mount --bind {etc} /etc", f"mount --bind {dot_ssh} /root/.ssh", "mount -t tmpfs tmpfs /run"]
     mounts += [f"mount --bind /etc/skel/{f} /root/{f}" for f in (".bashrc", ".profile")
                if Path("/etc/skel", f).is_file() and Path("/root", f).is_file()]
@@ -182,6 +185,8 @@ def sshd(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+        if made_dot_ssh:
+            Path("/root/.ssh").rmdir()  # still empty: every write went to the scratch copy
 
 
 def ssh(port: int, tmp_path: Path, command: str) -> subprocess.CompletedProcess:
