@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +59,10 @@ class Board:
 
             self.dir.mkdir(parents=True, exist_ok=True)
             # the file is named by the second and the host only: a second writer in the same second (the
-            # verdict's, right after the last epoch's) would truncate the first one's file
+            # verdict's, right after the last epoch's) would truncate the first one's file. The suffix keeps
+            # the names distinct and in the order they were opened, which is the order TensorBoard reads.
             self._writer = SummaryWriter(logdir=str(self.dir), flush_secs=5,
-                                         filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
+                                         filename_suffix=f".{time.time_ns()}.{os.getpid()}")
         return self._writer
 
     def epoch(self, epoch: int, step: int, samples, alarm: str | None = None) -> None:

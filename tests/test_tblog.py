@@ -88,3 +88,14 @@ def test_nothing_is_written_until_something_is_logged(tmp_path):
     board = tblog.Board(tmp_path / "logs" / "bespoke")
     board.close()
     assert not (tmp_path / "logs").exists()
+
+
+def test_writers_in_one_second_keep_their_own_files_in_order(tmp_path):
+    """tensorboardX names a file by the second and the host: the verdict's writer, opened right after the
+    epochs' one, must neither truncate it nor sort before it."""
+    for step in (1, 2, 3):
+        board = tblog.Board(tmp_path)
+        board.writer.add_scalar("x", float(step), step)
+        board.close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 3
+    assert [s for s, _ in tags(read_events(tmp_path))["x"]] == [1, 2, 3]
