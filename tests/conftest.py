@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,6 @@ def pytest_sessionfinish(session, exitstatus):
 def own_environment():
     """`train` points the cache variables at its workspace in os.environ (the CLI runs once per process);
     each test starts from the environment the session started with."""
-    import os
-
     kept = dict(os.environ)
     yield
     os.environ.clear()
