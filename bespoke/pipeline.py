@@ -494,9 +494,7 @@ def train(ws: Workspace | Path, opts: TrainOptions, *, probed: dict | None = Non
     """The train stage: plan, say what it will do, execute (resume; no-op when done). Returns the exit code.
     BESPOKE_NOTIFY_URL hears of the end: done, failed or interrupted (bespoke.notify). Holds the workspace
     lock, except for a dry run (it writes nothing)."""
-    outcome = train_outcome(ws, opts, probed=probed, rig=rig, on_line=on_line, grace=grace,
-                            notifier=notifier, notify_done=True)
-    return outcome.code
+    return train_outcome(ws, opts, probed=probed, rig=rig, on_line=on_line, grace=grace, notifier=notifier).code
 
 
 def train_outcome(ws: Workspace | Path, opts: TrainOptions, *, probed: dict | None = None, rig: Rig | None = None,
@@ -610,9 +608,10 @@ class _EpochAlarm:
         except BespokeError as e:
             passed_over(f"epoch {epoch}'s samples not scored", e)
             return
-        self._board(epoch, f"{line}: {pixelart.PHOTO_ALARM}" if photo_like else None, samples)
         if photo_like:
             line = f"{line}: {pixelart.PHOTO_ALARM}"
+        self._board(epoch, line if photo_like else None, samples)
+        if photo_like:
             log.error(line)
             self.follower.status.alarms.append(line)
             self.follower.write(force=True)

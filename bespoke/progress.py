@@ -125,7 +125,6 @@ class Follower:
         self.clock = clock
         self._t0 = self._last_idle = clock()
         self.first_stage = first_stage  # "compiling" when the profile compiles inside step 1
-        self._stepped = False
         self._measured = False  # a step finished in this process: from then on the rate is measured
         self._seen: deque[tuple[float, int]] = deque(maxlen=self.RATE_WINDOW)  # (time, step) as each step appears
         self.write(force=True)
@@ -164,7 +163,6 @@ class Follower:
         s.total = self.total or self.step_offset + t.total
         s.loss = t.loss if t.loss is not None else s.loss
         if t.step > 0 and t.step != self._last_step:
-            self._stepped = True
             self._seen.append((self.clock(), t.step))  # step 0 (and so step 1's compile) never enters the rate
         # Only steps timed here give a rate: tqdm's is the run's average, which a compiling step 1 inflates
         # (233.9 s/step on an H200 whose steps took 0.3 s).
@@ -176,7 +174,7 @@ class Follower:
             print(f"measured over {STEPS_TO_MEASURE} steps: {s.seconds_per_step:.3f} s/step; "
                   f"{s.total - s.step} steps to go, about {s.eta}", file=self.out, flush=True)
         if s.stage not in ("sampling", "saving", "caching latents") or t.step != self._last_step:
-            s.stage = "training" if self._stepped else self.first_stage
+            s.stage = "training" if self._seen else self.first_stage  # a step after step 0 was seen
         # tqdm shows a step first with the previous loss, then again with its own: keep the last one seen
         if t.step != self._last_step:
             self.flush()
