@@ -7,7 +7,10 @@ gets no number: the progress line gives an honest one after STEPS_TO_MEASURE ste
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from bespoke.errors import BespokeError
 
 ASSUMED_CARD = "NVIDIA H200"  # where no GPU is visible (a dry run on a laptop): the pod the figures are for
 STEPS_TO_MEASURE = 20  # the progress line's rate settles after this many steps
@@ -137,9 +140,7 @@ def parse_price(value: str | float | None) -> float | None:
         price = float(value)
     except ValueError:
         price = -1.0
-    if price < 0:
-        from bespoke.errors import BespokeError
-
+    if not (math.isfinite(price) and price >= 0):  # float() also takes "nan" and "inf"
         raise BespokeError(f"price per hour {value!r} is not a number >= 0", "--price-per-hour",
                            "give the pod's price per hour, e.g. --price-per-hour 3.59")
     return price
