@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bespoke.errors import BespokeError
-from bespoke.fsutil import atomic_write_json, atomic_write_text
+from bespoke.fsutil import atomic_write_json, atomic_write_text, read_json_object
 from bespoke.workspace import Workspace
 
 TAGS = ("text-to-image", "stable-diffusion-xl", "lora", "template:sd-lora")
@@ -39,13 +39,6 @@ def check_repo(repo: str) -> str:
     if not REPO_ID.match(repo or ""):
         raise PublishError(f"'{repo}' is not a Hub repo id", "--repo", "write it as OWNER/NAME, e.g. you/bespoke-lora")
     return repo
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def recipe_args(argv: list[str]) -> dict[str, object]:
@@ -85,7 +78,7 @@ def plan(ws: Workspace, repo: str, *, best_only: bool = False, private: bool = T
     output = ws.output
     check_repo(repo)
     report_json = ws.report / "report.json"
-    done, report = _read(ws.done_file), _read(report_json)
+    done, report = read_json_object(ws.done_file), read_json_object(report_json)
     if done is None:
         raise PublishError("no finished training to publish", str(ws.done_file),
                            "run `bespoke train` (or `bespoke run`) to the end first")
@@ -220,7 +213,7 @@ def _scrub(text: str, token: str) -> str:
 
 def record(ws: Workspace, state: dict) -> None:
     """Put the upload's outcome in status.json beside the run's own fields."""
-    status = _read(ws.status) or {}
+    status = read_json_object(ws.status) or {}
     status["publish"] = {**state, "at": time.time()}
     atomic_write_json(ws.status, status)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bespoke.errors import BespokeError
-from bespoke.fsutil import atomic_write_json, sha256_file
+from bespoke.fsutil import atomic_write_json, read_json_object, sha256_file
 from bespoke.workspace import Workspace
 
 # What accelerate's save_state and kohya's hook leave in a finished state folder.
@@ -67,8 +67,8 @@ def plan(ws: Workspace, key: str, output_name: str, force: bool = False) -> Plan
     """What this run does: start fresh, resume from the newest complete state, or nothing (done). A
     different run in the way is refused, or with `force` marked to be archived first. Reads only."""
     output = ws.output
-    done = _read(ws.done_file)
-    run = _read(ws.run_file)
+    done = read_json_object(ws.done_file)
+    run = read_json_object(ws.run_file)
     previous = done or run
     if previous is not None and previous.get("run_key") != key:
         kind = "finished" if done else "unfinished"
@@ -133,11 +133,5 @@ def finish(ws: Workspace, key: str, output_name: str, epochs: int, info: dict, e
 
 def read_done(ws: Workspace) -> dict | None:
     """DONE.json of a finished run, or None."""
-    return _read(ws.done_file)
+    return read_json_object(ws.done_file)
 
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

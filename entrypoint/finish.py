@@ -6,14 +6,13 @@ up for downloads; a restart would find DONE.json and do nothing, but costs a mod
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bespoke.fsutil import atomic_write_json
+from bespoke.fsutil import atomic_write_json, read_json_object
 from bespoke.workspace import Workspace
 from entrypoint import proc
 from entrypoint.settings import Settings
@@ -27,11 +26,7 @@ def say(line: str) -> None:
 
 def _read_status(path: Path) -> dict:
     """status.json as a dict; {} when it is missing, unreadable or not an object."""
-    try:
-        status = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}
+    return read_json_object(path) or {}
 
 
 def _write_status(path: Path, status: dict) -> Path | None:
