@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bespoke import masking
+from bespoke.fsutil import atomic_write_text
 from entrypoint import proc
 from entrypoint.settings import TENSORBOARD_PORT
 
@@ -30,10 +32,10 @@ LOG_DIR = Path("/tmp")
 SHELL_ENV_FILE = Path("/etc/rp_environment")
 SHELL_ENV_HOOK = Path("/etc/profile.d/rp_environment.sh")
 SYSTEM_BASHRC = Path("/etc/bash.bashrc")
-# Per-session variables that sshd and login set, and secrets, which are never written to disk.
+# Per-session variables that sshd and login set. Secrets (bespoke.masking's rule: a credential-like name or
+# value) are never written to disk either.
 _SESSION_VARS = {"HOME", "USER", "LOGNAME", "SHELL", "TERM", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "MAIL", "_",
                  "PUBLIC_KEY"}
-_SECRET = re.compile(r"TOKEN|SECRET|PASSW|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
 
 @dataclass
@@ -160,13 +162,12 @@ def export_shell_environment(env: dict[str, str]) -> Path:
     lines = ["# The container's environment at start, for ssh sessions (written by the entrypoint).",
              "# Secrets (names with TOKEN, SECRET, KEY...) are left out: they are never written to disk."]
     for name, value in sorted(env.items()):
-        if name in _SESSION_VARS or _SECRET.search(name) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if (name in _SESSION_VARS or masking.is_secret_name(name) or masking.looks_secret(value)
+                or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
             continue
         lines.append(f"export {name}={shlex.quote(value)}")
-    tmp = SHELL_ENV_FILE.with_name(SHELL_ENV_FILE.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.chmod(0o644)
-    tmp.replace(SHELL_ENV_FILE)
+    atomic_write_text(SHELL_ENV_FILE, "\n".join(lines) + "\n")
+    SHELL_ENV_FILE.chmod(0o644)  # readable by every ssh session, as /etc files are
     source = f"[ -r {SHELL_ENV_FILE} ] && . {SHELL_ENV_FILE}\n"
     SHELL_ENV_HOOK.parent.mkdir(parents=True, exist_ok=True)
     SHELL_ENV_HOOK.write_text(source)

@@ -414,6 +414,18 @@ def test_shell_environment_is_sourced_first_by_bash_and_by_login_shells(tmp_path
     assert out == "a 'b' $c"
 
 
+def test_shell_environment_leaves_out_every_secret_by_name_or_by_value(tmp_path):
+    secrets = {"HF_TOKEN": "x1", "WANDB_API_KEY": "x2", "RUNPOD_API_KEY": "x3", "AWS_SECRET_ACCESS_KEY": "x4",
+               "DB_PASSWORD": "x5", "GIT_CREDENTIALS": "x6", "SSH_PRIVATE": "x7", "hf_token": "x8",
+               "SOME_SETTING": "hf_abcdefghijklmnop", "OTHER": "ghp_abcdefghijklmnopqrstu"}
+    services.export_shell_environment({**secrets, "RUNPOD_POD_ID": "p1"})
+    exported = services.SHELL_ENV_FILE.read_text()
+    assert "export RUNPOD_POD_ID=p1\n" in exported
+    for name, value in secrets.items():
+        assert name not in exported and value not in exported, name
+    assert stat.S_IMODE(services.SHELL_ENV_FILE.stat().st_mode) == 0o644
+
+
 def test_sshd_is_skipped_when_not_root(seam, tmp_path):
     running = services.Services()
     services.start_sshd(running, "ssh-ed25519 AAAA me", {"HOME": str(tmp_path)}, uid=1000)
