@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -132,13 +133,11 @@ def model_params(path: Path) -> int | None:
         header, _ = read_header(Path(path))
     except (BespokeError, OSError):
         return None
-    total = 0
-    for name, t in header.items():
-        if name != "__metadata__" and isinstance(t, dict):
-            n = 1
-            for d in t.get("shape", ()):
-                n *= int(d)
-            total += n
+    try:
+        total = sum(math.prod(int(d) for d in t.get("shape", ())) for name, t in header.items()
+                    if name != "__metadata__" and isinstance(t, dict))
+    except (TypeError, ValueError):  # a shape that is not a list of numbers: not a model we can size
+        return None
     return total or None
 
 

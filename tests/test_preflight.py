@@ -43,6 +43,10 @@ def test_disk_terms_scale_the_lora_by_the_base_models_parameters(tmp_path):
     assert preflight.model_params(tmp_path / "nope.safetensors") is None
     (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
     assert preflight.model_params(tmp_path / "junk.safetensors") is None
+    for shape in ('["x"]', '7', '[null]', '{"a": 1}'):  # headers that parse but hold no numeric shape
+        header = f'{{"t": {{"dtype": "F32", "shape": {shape}, "data_offsets": [0, 4]}}}}'.encode()
+        (tmp_path / "odd.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+        assert preflight.model_params(tmp_path / "odd.safetensors") is None, shape
     full = {x.name.split(" (")[0]: x.bytes for x in terms(tmp_path)}
     tiny = {x.name.split(" (")[0]: x.bytes for x in terms(tmp_path, model_params=preflight.model_params(model))}
     assert abs(tiny["LoRA files"] - full["LoRA files"] / 1000) < 1e3
