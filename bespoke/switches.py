@@ -8,6 +8,7 @@ and BESPOKE_SET split the same way for the CLI and the container.
 | BESPOKE_CPP_WRAPPER | on | the fast profile launches its kernels from C++ |
 | BESPOKE_FLAT_STEP | on | the fast profile's flat AdamW8bit groups and one gradient all-reduce |
 | BESPOKE_COMPILE_ARTIFACTS | on | the fast profile keeps what it compiled as one file on the volume |
+| BESPOKE_CPU_AFFINITY | off | with several GPUs, each process on CPU cores of its own near its GPU |
 | BESPOKE_TENSORBOARD | on | the container starts TensorBoard beside the run |
 
 On: 1, true, yes, on. Off: 0, false, no, off (any case). Unset or empty: the default. Anything else
@@ -32,6 +33,7 @@ SWITCHES = {
     "BESPOKE_CPP_WRAPPER": True,
     "BESPOKE_FLAT_STEP": True,
     "BESPOKE_COMPILE_ARTIFACTS": True,
+    "BESPOKE_CPU_AFFINITY": False,
     "BESPOKE_TENSORBOARD": True,
 }
 

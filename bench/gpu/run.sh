@@ -124,6 +124,23 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     # issue 16: the notes' sampling (4 prompts, 30 steps, 1024^2) after each of the 2 epochs; the recompile log on
     exact_s) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set sample_every_n_epochs=1 ;;
     fast_s) TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 2 --profile fast --set sample_every_n_epochs=1 ;;
+    # goal 1, a fresh pod: step 1 with empty compile caches (1 epoch; its exit saves the cache artifacts), then in
+    # ws2 with nothing but those artifacts (share_cache copies ws0's caches to ws1 and ws2 first)
+    fast_cold) rm -rf "$ws/.cache/torchinductor" "$ws/.cache/triton"
+      TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 1 --profile fast ;;
+    share_cache) for n in 1 2; do rm -rf "$B/ws$n/.cache" && mkdir -p "$B/ws$n" && cp -a "$B/ws0/.cache" "$B/ws$n/"; done
+      du -sh "$B/ws0/.cache"/* | tee "$RES/share_cache.txt"; ls -la "$B/ws0/.cache/torchinductor/bespoke-artifacts" | tee -a "$RES/share_cache.txt" ;;
+    fast_art) find "$ws/.cache/torchinductor" -mindepth 1 -maxdepth 1 ! -name bespoke-artifacts -exec rm -rf {} +
+      rm -rf "$ws/.cache/triton"; TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 1 --profile fast ;;
+    # goal 3: fastb is fast under another name (fast+fastb: two 1-GPU runs side by side: does the host slow them?);
+    # the 2-GPU runs time their all-reduce and log NCCL's transport; _aff pins each process near its GPU
+    fastb) bespoke_train "$cfg" "$ws" 2 --profile fast ;;
+    fast2gpu_t | fast2gpu_aff) CUDA_VISIBLE_DEVICES=0,1 IPS=4 NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT BESPOKE_TIME_ALLREDUCE=1 \
+      BESPOKE_CPU_AFFINITY=$([[ $cfg == *aff ]] && echo 1 || echo 0) bespoke_train "$cfg" "$B/ws1" 4 --profile fast
+      grep -E "via |all-reduce of|CPUs near" "$RES/$cfg.log" | sort | uniq -c | sort -rn | head -12 ;;
+    # goal 4: lean without the cap (its own peak), and capped with the allocator's expandable segments
+    lean) bespoke_train "$cfg" "$ws" 2 --profile lean ;;
+    lean22x) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
     # the 24 GB profile with this process's GPU memory capped at 22 GB (torch's per-process memory fraction)
     lean22) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
     lean22_s) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean --set sample_every_n_epochs=1 ;;

@@ -61,6 +61,11 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     if mode not in MODES:
         raise SystemExit(f"BESPOKE_COMPILE={mode}: use one of {', '.join(MODES)}")
     use_sd_scripts(sd_scripts)
+    if switches.switch("BESPOKE_CPU_AFFINITY"):
+        from bespoke.launch import affinity
+
+        if line := affinity.bind():
+            print(f"bespoke fastsdxl: {line}", flush=True)
     if switches.switch("BESPOKE_FLAT_STEP"):
         from bespoke.launch import fewsteps
 

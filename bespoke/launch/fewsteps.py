@@ -20,6 +20,9 @@ Both are elementwise, so they can run on all the tensors at once with the same r
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 
 from bespoke.launch.patching import rebind
@@ -161,10 +164,43 @@ def reduce_mean(grads: list[torch.Tensor]) -> None:
         by_dtype.setdefault((g.device, g.dtype), []).append(g)
     for same in by_dtype.values():
         flat = torch.cat([g.reshape(-1) for g in same])
-        dist.all_reduce(flat, dist.ReduceOp.SUM)
+        with _timer.timed(flat):
+            dist.all_reduce(flat, dist.ReduceOp.SUM)
         flat /= world
         parts = flat.split([g.numel() for g in same])
         torch._foreach_copy_(same, [v.view_as(g) for v, g in zip(parts, same, strict=True)])
+
+
+class _AllReduceTimer:
+    """BESPOKE_TIME_ALLREDUCE=1 (the GPU bench's diagnosis of multi-GPU scaling): each all-reduce timed by CUDA
+    events, read one call later (no added sync), the mean printed every 20 calls by each process."""
+
+    EVERY = 20
+
+    def __init__(self):
+        self.on = os.environ.get("BESPOKE_TIME_ALLREDUCE") == "1"
+        self.pending: list = []
+        self.ms: list[float] = []
+
+    @contextlib.contextmanager
+    def timed(self, flat: torch.Tensor):
+        if not self.on or not flat.is_cuda:
+            yield
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        for s, e in self.pending:
+            e.synchronize()
+            self.ms.append(s.elapsed_time(e))
+        self.pending = [(start, end)]
+        if self.ms and len(self.ms) % self.EVERY == 0:
+            print(f"bespoke: rank {os.environ.get('RANK', '?')} all-reduce of {flat.numel() * flat.element_size() / 1e6:.0f} MB: "
+                  f"{sum(self.ms[-self.EVERY:]) / self.EVERY:.2f} ms mean over {self.EVERY} steps", flush=True)
+
+
+_timer = _AllReduceTimer()
 
 
 def bucketed_all_reduce() -> None:
