@@ -20,6 +20,7 @@ from pathlib import Path
 from bespoke import (
     dataset,
     estimate,
+    kernelcache,
     kohya,
     lorameta,
     masking,
@@ -454,6 +455,9 @@ def execute(launch: Launch, *, on_line=None, grace: float = 60.0, notifier: noti
         for hook in hooks:
             hook(line)
 
+    if _compiles(launch.profile) and launch.gpus and "TORCHINDUCTOR_CACHE_DIR" in env and "TRITON_CACHE_DIR" in env:
+        if emptied := kernelcache.prepare(env["TORCHINDUCTOR_CACHE_DIR"], env["TRITON_CACHE_DIR"]):
+            log.warning(emptied)
     log.info(f"log: {log_file}")
     try:
         outcome = kohya.follow(argv, env, log_file, follower, cwd=str(launch.cwd), grace=grace, on_line=each_line)

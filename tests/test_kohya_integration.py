@@ -129,8 +129,11 @@ def test_compile_artifacts_warm_an_empty_cache(tmp_path):
     cold = run("save", "a", kept)
     assert cold["said"].startswith("compile artifacts saved") and cold.get("inductor.fxgraph_cache_miss", 0) > 0
     assert kept.with_suffix(".sha256").read_text().strip() and kept.stat().st_size > 0
-    warm = run("load", "b", kept)
+    blob = kept.read_bytes()
+    warm = run("reload", "b", kept)
     assert warm["said"].startswith("compile artifacts loaded") and warm["grad"] == cold["grad"]
+    # it compiled nothing new: its save keeps the file (a run that fails at step 1 must not shrink it)
+    assert warm["saved"].startswith("compile artifacts kept as they were") and kept.read_bytes() == blob
     assert warm.get("inductor.fxgraph_cache_hit", 0) == cold["inductor.fxgraph_cache_miss"]
     assert warm.get("inductor.fxgraph_cache_miss", 0) == 0 and warm.get("aot_autograd.autograd_cache_hit", 0) > 0
     damaged = tmp_path / "damaged.bin"

@@ -10,7 +10,12 @@ inductor's own keys too. A missing, damaged or foreign file is a cold compile, n
     <TORCHINDUCTOR_CACHE_DIR>/bespoke-artifacts/<key>.bin  and  <key>.sha256
 
 Loaded when the fast profile's launcher patches (before any compile), saved by the first process when it
-exits (the artifacts are what this process compiled or loaded; a run killed before then saves nothing).
+exits (the artifacts are what this process compiled or loaded; a run killed before then saves nothing, and
+a run that ended before it compiled more than it loaded keeps the file as it was).
+
+Only with kernels launched from Python (BESPOKE_CPP_WRAPPER=0). Inductor's cached C++ launchers name their
+kernels' files by absolute path: restored from the artifacts into an empty cache they failed at the first
+step with "CUDA driver error: file not found" (H200, torch 2.11, 2026-11-29, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from pathlib import Path
 from bespoke.fsutil import atomic_write_bytes, atomic_write_text
 
 FOLDER = "bespoke-artifacts"
+NOT_WITH_CPP = ("compile artifacts not used: with kernels launched from C++ they do not restore (torch names "
+                "the kernel files by path); the volume's compile cache warms the next start")
+_loaded = 0  # entries this process loaded from the file: a save with no more than these keeps the file
 
 
 def key(settings: dict) -> str:
@@ -57,7 +65,8 @@ def load(path: Path | None) -> str:
         info = torch.compiler.load_cache_artifacts(data)
     except Exception as e:  # a foreign or older torch's blob: the cache is an optimization, never a failure
         return f"compile artifacts {path.name} not loaded ({type(e).__name__}: {e}): a cold compile"
-    n = sum(len(v) for v in info.artifacts.values()) if info is not None else 0
+    global _loaded
+    n = _loaded = sum(len(v) for v in info.artifacts.values()) if info is not None else 0
     return f"compile artifacts loaded: {n} entries from {path.name} ({len(data) / 1e6:.1f} MB)"
 
 
@@ -71,9 +80,11 @@ def save(path: Path | None) -> str:
     if not got or not got[0]:
         return "no compile artifacts to keep"
     data, info = got
+    n = sum(len(v) for v in info.artifacts.values())
+    if path.is_file() and n <= _loaded:  # e.g. a run that failed at its first step: keep the fuller file
+        return f"compile artifacts kept as they were: this process added nothing to the {_loaded} loaded"
     atomic_write_bytes(path, data)
     atomic_write_text(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest() + "\n")
-    n = sum(len(v) for v in info.artifacts.values())
     return f"compile artifacts saved: {n} entries in {path} ({len(data) / 1e6:.1f} MB)"
 
 

@@ -24,9 +24,10 @@ BESPOKE_COMPILE picks torch.compile's mode: default, max-autotune-no-cudagraphs,
 and with one graph per block the second step never finished (bench/RESULTS.md). Inductor launches the
 compiled kernels from generated C++ rather than Python (its cpp_wrapper: the same kernels, less host time
 per launch) where it can build that launcher (a C++ compiler and CUDA's headers: the image has them);
-BESPOKE_CPP_WRAPPER=0 turns that off. What was compiled is kept on the volume as one file of torch's cache
-artifacts (bespoke/launch/compilecache.py) and loaded before the next start's first compile;
-BESPOKE_COMPILE_ARTIFACTS=0 turns that off. As a program it is accelerate's training script:
+BESPOKE_CPP_WRAPPER=0 turns that off. The volume's compile cache warms a restart (bespoke/kernelcache.py keeps
+it where it was written). With kernels launched from Python, what was compiled is also kept as one portable
+file of torch's cache artifacts (bespoke/launch/compilecache.py), loaded before the next start's first
+compile; BESPOKE_COMPILE_ARTIFACTS=0 turns that off. As a program it is accelerate's training script:
     fastsdxl.py <sd-scripts>/sdxl_train_network.py ARGS...
 """
 
@@ -103,7 +104,9 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
     print(f"bespoke fastsdxl: {len(BLOCKS)} block types compiled with torch.compile mode={mode}, "
           f"{torch._inductor.config.compile_threads} compile workers", flush=True)
     atexit.register(_report_graphs)
-    if backend == "inductor" and switches.switch("BESPOKE_COMPILE_ARTIFACTS"):
+    if backend == "inductor" and switches.switch("BESPOKE_COMPILE_ARTIFACTS") and torch._inductor.config.cpp_wrapper:
+        print(f"bespoke fastsdxl: {compilecache.NOT_WITH_CPP}", flush=True)
+    elif backend == "inductor" and switches.switch("BESPOKE_COMPILE_ARTIFACTS"):
         artifacts = compilecache.path_for({"mode": mode, "cpp_wrapper": bool(torch._inductor.config.cpp_wrapper),
                                            "blocks": BLOCKS})
         print(f"bespoke fastsdxl: {compilecache.load(artifacts)}", flush=True)
