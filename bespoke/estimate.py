@@ -31,8 +31,10 @@ class Figure:
 FIGURES: tuple[Figure, ...] = (
     Figure("H200", "exact", 0.888, 57.0, 0.0, 0.0, "2026-11-26",
            "bench/RESULTS.md call 12 (H200, exact, 40 steps)"),
-    Figure("H200", "fast", 0.282, 35.0, 39.0, 190.0, "2026-11-26",
-           "bench/RESULTS.md calls 11-12 (H200, fast, C++ launcher; compile 39 s warm, 190 s cold)"),
+    # the median of six H200 runs on five machines, 0.28-0.55 s/step: the host sets the pace (RESULTS.md)
+    Figure("H200", "fast", 0.46, 50.0, 39.0, 260.0, "2026-11-29",
+           "bench/RESULTS.md calls 11-12 and issue 16 (H200, fast, C++ launcher; median of 0.28-0.55 s/step "
+           "on five machines; compile 39 s warm, 190-343 s cold)"),
     Figure("H100", "exact", 1.209, 69.0, 0.0, 0.0, "2026-11-26",
            "bench/RESULTS.md call 21 (H100 80GB HBM3, exact, 40 steps, latents cached in the run)"),
     Figure("H100", "fast", 0.383, 60.0, 40.0, 215.0, "2026-11-26",

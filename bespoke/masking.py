@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 MASK = "***"
-_NAME = re.compile(r"token|key|secret|passw|credential|private", re.IGNORECASE)
+# "token" but not "tokenizer": BESPOKE_TOKENIZER_DIR and TOKENIZERS_PARALLELISM are settings, not credentials
+_NAME = re.compile(r"token(?!iz)|key|secret|passw|credential|private", re.IGNORECASE)
 # sd-scripts flags whose names contain "token" or "key" but hold counts, separators and paths.
 NOT_SECRET = frozenset({"keep_tokens", "keep_tokens_separator", "max_token_length", "token_warmup_min",
                         "token_warmup_step", "tokenizer_cache_dir"})

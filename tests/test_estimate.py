@@ -22,7 +22,7 @@ def test_h200_fast_is_steps_times_rate_plus_startup_and_compile():
     cold = estimate.estimate(10150, "fast", "NVIDIA H200", 1)
     assert cold.seconds - e.seconds == pytest.approx(f.compile_cold_s - f.compile_s)
     text = "\n".join(e.lines())
-    assert "10150 steps x 0.282 s/step" in text and "2026-11-26" in text and "calls 11-12" in text
+    assert "10150 steps x 0.460 s/step" in text and "2026-11-29" in text and "calls 11-12" in text
 
 
 def test_exact_has_no_compile_and_two_gpus_cost_more_per_step():

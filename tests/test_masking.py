@@ -12,12 +12,13 @@ TOKEN = "hf_" + "aZ3" * 12
 
 
 @pytest.mark.parametrize("name", ["huggingface_token", "wandb_api_key", "HF_TOKEN", "--my-secret", "db_password",
-                                  "AWS_SECRET_ACCESS_KEY", "private_key"])
+                                  "AWS_SECRET_ACCESS_KEY", "private_key", "HF_TOKENS", "GITHUB_TOKEN_PATH"])
 def test_credential_names(name):
     assert masking.is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", sorted(masking.NOT_SECRET) + ["learning_rate", "output_name", "network_dim"])
+@pytest.mark.parametrize("name", sorted(masking.NOT_SECRET) + ["learning_rate", "output_name", "network_dim",
+                                                                "BESPOKE_TOKENIZER_DIR", "TOKENIZERS_PARALLELISM"])
 def test_counts_and_paths_with_token_in_their_name_are_not_credentials(name):
     assert not masking.is_secret_name(name)
 

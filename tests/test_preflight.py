@@ -262,7 +262,7 @@ def test_profile_findings_name_its_compiler_and_memory_needs():
     assert "needs a C compiler" in by[ERROR].message and "BESPOKE_COMPILE=off" in by[ERROR].fix
     assert "GPU 0 (RTX 4090) has 24 GiB" in by[WARN].message and "--profile lean" in by[WARN].fix
     (ok,) = preflight.check_profile(fast, [big], None)
-    assert ok.severity == OK and "expected 0.28-0.48 s/step on an H200" in ok.message  # check shows the speed
+    assert ok.severity == OK and "expected 0.28-0.55 s/step on an H200" in ok.message  # check shows the speed
     # lean fits the 24 GB card that fast does not
     (lean,) = preflight.check_profile(profiles.get("lean"), [small], None)
     assert lean.severity == OK and "s/step" in lean.message

@@ -124,14 +124,20 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     # issue 16: the notes' sampling (4 prompts, 30 steps, 1024^2) after each of the 2 epochs; the recompile log on
     exact_s) clear_latents "$ws"; bespoke_train "$cfg" "$ws" 2 --profile exact --set sample_every_n_epochs=1 ;;
     fast_s) TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 2 --profile fast --set sample_every_n_epochs=1 ;;
-    # goal 1, a fresh pod: step 1 with empty compile caches (1 epoch; its exit saves the cache artifacts), then in
-    # ws2 with nothing but those artifacts (share_cache copies ws0's caches to ws1 and ws2 first)
+    # goal 1, a fresh pod: step 1 with empty compile caches (1 epoch; its exit saves the cache artifacts, with
+    # BESPOKE_CPP_WRAPPER=0 only), then (fast_art@2) in ws2 with nothing but those artifacts. share_cache copies
+    # ws0's artifacts folder to ws1 and ws2: not the compile cache itself, which bespoke empties at another path
+    # (its C++ launchers name kernel files by path: the copies of call 7 failed at step 1, bespoke/kernelcache.py)
     fast_cold) rm -rf "$ws/.cache/torchinductor" "$ws/.cache/triton"
       TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 1 --profile fast ;;
-    share_cache) for n in 1 2; do rm -rf "$B/ws$n/.cache" && mkdir -p "$B/ws$n" && cp -a "$B/ws0/.cache" "$B/ws$n/"; done
+    share_cache) for n in 1 2; do rm -rf "$B/ws$n/.cache/torchinductor/bespoke-artifacts"
+        mkdir -p "$B/ws$n/.cache/torchinductor" && cp -a "$B/ws0/.cache/torchinductor/bespoke-artifacts" "$B/ws$n/.cache/torchinductor/"; done
       du -sh "$B/ws0/.cache"/* | tee "$RES/share_cache.txt"; ls -la "$B/ws0/.cache/torchinductor/bespoke-artifacts" | tee -a "$RES/share_cache.txt" ;;
     fast_art) find "$ws/.cache/torchinductor" -mindepth 1 -maxdepth 1 ! -name bespoke-artifacts -exec rm -rf {} +
       rm -rf "$ws/.cache/triton"; TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 1 --profile fast ;;
+    fast_cold_py | fast_art_py) [[ $cfg == fast_cold* ]] && rm -rf "$ws/.cache/torchinductor" "$ws/.cache/triton"
+      [[ $cfg == fast_art* ]] && { find "$ws/.cache/torchinductor" -mindepth 1 -maxdepth 1 ! -name bespoke-artifacts -exec rm -rf {} +; rm -rf "$ws/.cache/triton"; }
+      BESPOKE_CPP_WRAPPER=0 TORCH_LOGS=recompiles bespoke_train "$cfg" "$ws" 1 --profile fast ;;
     # goal 3: fastb is fast under another name (fast+fastb: two 1-GPU runs side by side: does the host slow them?);
     # the 2-GPU runs time their all-reduce and log NCCL's transport; _aff pins each process near its GPU
     fastb) bespoke_train "$cfg" "$ws" 2 --profile fast ;;
