@@ -5,11 +5,17 @@ from __future__ import annotations
 import subprocess
 
 
+# Open descriptors every spawned child keeps: the workspace locks this process holds (Workspace.lock). A flock
+# lasts while any copy of its descriptor is open, so a training outlives a killed bespoke with the lock.
+INHERITED: set[int] = set()
+
+
 def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None) -> subprocess.Popen:
-    """Start `argv` in its own process group, stdout and stderr merged into one binary pipe."""
+    """Start `argv` in its own process group, stdout and stderr merged into one binary pipe, holding the
+    workspace locks this process holds."""
     return subprocess.Popen(
         argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, pass_fds=tuple(sorted(INHERITED)),
     )
 
 

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bespoke import proc
 from bespoke.errors import LockedError
 
 DEFAULT_ROOT = "/workspace"
@@ -237,7 +238,9 @@ class Workspace:
         """Hold the workspace for `command` (prepare, train, evaluate, run): an exclusive flock on the lock
         file, so a second bespoke on the same workspace is refused in one line naming the holder's PID and
         start time. The kernel drops the lock when its process ends, however it ends: a lock file left by a
-        dead process never blocks. Re-entrant within one process (run holds it through its stages)."""
+        dead process never blocks. The training a holder starts (bespoke.proc.spawn) holds it too, so a
+        bespoke killed mid-run leaves the workspace locked until its training ends, not open to a second
+        one. Re-entrant within one process (run holds it through its stages)."""
         path = self.lock_file
         key = os.path.realpath(path)
         if key in _HELD:
@@ -254,15 +257,17 @@ class Workspace:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LockedError(f"the workspace is in use by {_holder(fd)}", str(self.root),
-                                  "one bespoke per workspace: wait for it to finish, or stop that process "
-                                  "(a lock of a process that has ended never blocks)") from None
+                                  "one bespoke per workspace: wait for it to finish, or stop that process and "
+                                  "the training it started (a lock of processes that have ended never blocks)") from None
             holder = json.dumps({"pid": os.getpid(), "command": command, "started_at": time.time()})
             os.ftruncate(fd, 0)
             os.pwrite(fd, holder.encode() + b"\n", 0)
             _HELD[key] = 1
+            proc.INHERITED.add(fd)
             try:
                 yield
             finally:
+                proc.INHERITED.discard(fd)
                 del _HELD[key]
                 os.ftruncate(fd, 0)
         finally:
@@ -272,11 +277,23 @@ class Workspace:
 _HELD: dict[str, int] = {}  # lock files this process holds, and how deep
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
+
+
 def _holder(fd: int) -> str:
     """Who holds the lock, as its holder wrote it: `bespoke train (PID 123, started 2026-11-29 17:40:01 UTC)`."""
     try:
         info = json.loads(os.pread(fd, 4096, 0) or b"{}")
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(info["started_at"])))
-        return f"bespoke {info.get('command', '?')} (PID {int(info['pid'])}, started {started})"
+        pid = int(info["pid"])
+        said = f"bespoke {info.get('command', '?')} (PID {pid}, started {started})"
+        return said if _alive(pid) else f"the training started by {said}, which has itself ended"
     except (OSError, ValueError, KeyError, TypeError):
         return "another bespoke process (it has not written its PID yet)"

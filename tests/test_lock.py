@@ -101,6 +101,44 @@ def test_the_lock_of_an_ended_process_never_blocks(tmp_path, holder, end):
         assert json.loads(ws.lock_file.read_text())["pid"] == os.getpid()
 
 
+TRAIN = """
+import sys, time
+from bespoke import proc
+from bespoke.workspace import Workspace
+with Workspace(sys.argv[1]).lock("train"):
+    child = proc.spawn([sys.executable, "-c", "import time; print('training', flush=True); time.sleep(120)"], {})
+    print(child.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_bespoke_leaves_the_lock_to_its_training_until_that_ends(tmp_path):
+    """bespoke.proc.spawn hands the lock's descriptor to the training: `kill -9` of bespoke mid-run must not
+    open the workspace to a second bespoke while sd-scripts still writes to it."""
+    ws = Workspace(tmp_path / "ws")
+    p = subprocess.Popen([sys.executable, "-c", TRAIN, str(ws.root)], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    child = int(p.stdout.readline())
+    try:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        with pytest.raises(LockedError) as e:
+            with ws.lock("train"):
+                pass
+        line = e.value.line()
+        assert f"the training started by bespoke train (PID {p.pid}" in line and "has itself ended" in line
+    finally:
+        os.killpg(child, signal.SIGKILL)  # its own process group (start_new_session)
+    deadline = time.time() + 10
+    while True:  # the kernel drops the lock once the training's descriptor closes with it
+        try:
+            with ws.lock("train"):
+                break
+        except LockedError:
+            assert time.time() < deadline, "the lock outlived the training"
+            time.sleep(0.1)
+
+
 def test_a_lock_file_naming_a_dead_process_never_blocks(tmp_path):
     ws = Workspace(tmp_path)
     ws.lock_file.write_text(json.dumps({"pid": 999999, "command": "train", "started_at": 0}))
