@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-
 # Open descriptors every spawned child keeps: the workspace locks this process holds (Workspace.lock). A flock
 # lasts while any copy of its descriptor is open, so a training outlives a killed bespoke with the lock.
 INHERITED: set[int] = set()
