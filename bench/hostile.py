@@ -493,7 +493,77 @@ CASES: list[Case] = [
          env={"BESPOKE_ARGS": "--expect ${NUM_IMAGES}"}, needles=("$NUM_IMAGES",)),
     Case("BESPOKE_SET with an unbalanced quote", lambda s: [], module="entrypoint",
          env={"BESPOKE_SET": "output_name='x"}, needles=("BESPOKE_SET", "quote")),
+    # --- a second round (stop 20): variants a red-team pass found --------------------------------------
+    Case("a 310-digit seed", lambda s: dry(s, "seed=" + "1" * 310), needles=("seed=1111", "finite")),
+    Case("a 400-digit epoch count in check", lambda s: check(s, "max_train_epochs=" + "9" * 400),
+         needles=("max_train_epochs=9999", "finite")),
+    Case("prepare into a workspace under a file", lambda s: _under_file(s, "prepare", "--data", str(s.data)),
+         needles=("not a folder",)),
+    Case("evaluate a workspace under a file", lambda s: _under_file(s, "evaluate"), needles=("not a folder",)),
+    Case("demo-data under a file", lambda s: (_mkfile(s.root / "f"), ["demo-data", "--out", str(s.root / "f" / "x")])[1],
+         needles=("not a folder",)),
+    Case("token after --set, with a space", lambda s: [*dry(s), "--set", "huggingface_token", ARG_TOKEN], code=2),
+    Case("wandb key after --set, with a space", lambda s: [*dry(s), "--set", "wandb_api_key", SECRETS[2]], code=2),
+    Case("token given as --expect", lambda s: (good_set(s.data), prepare(s, "--expect", ARG_TOKEN))[1], code=2),
+    Case("token given as the price per hour", lambda s: (_prepared(s), dry(s))[1],
+         env={"BESPOKE_PRICE_PER_HOUR": ARG_TOKEN}, needles=("price per hour",)),
+    Case("token given as the concept", lambda s: (good_set(s.data), prepare(s, "--concept", ARG_TOKEN))[1],
+         needles=("--concept ***", "credential")),
+    Case("token glued to a word in a --set value", lambda s: (_prepared(s), dry(s, f"training_comment=x_{ARG_TOKEN}"))[1],
+         code=0, needles=("x_***",)),
+    Case("console_log_file outside the workspace", lambda s: dry(s, f"console_log_file={s.root / 'escape.log'}"),
+         needles=("console_log_file", "outside the workspace")),
+    Case("offload path outside the workspace", lambda s: dry(s, f"offload_param_nvme_path={s.root}"),
+         needles=("offload_param_nvme_path",)),
+    Case("dataset_config refused with its fix", lambda s: dry(s, "dataset_config=x.toml"), needles=("dataset_config",)),
+    Case("prepare a workspace inside the data folder", lambda s: (good_set(s.data), [
+        "prepare", "--workspace", str(s.data / "ws"), "--data", str(s.data)])[1], needles=("data folder",)),
+    Case("run a workspace inside the data folder", lambda s: (good_set(s.data), [
+        "run", "--workspace", str(s.data / "sub" / "ws"), "--data", str(s.data)])[1], needles=("data folder",)),
+    Case("demo-data over the user's own files", lambda s: _demo_over(s), needles=("demo_000.txt", "not this demo's")),
+    Case("an image added to the prepared folder", lambda s: _touch_prepared(s, add="extra.png"),
+         needles=("extra.png", "did not write")),
+    Case("a caption taken from the prepared folder", lambda s: _touch_prepared(s, remove="p001.txt"),
+         needles=("p001.txt", "missing")),
+    Case("prepare again after a caption was taken", lambda s: (_touch_prepared(s, remove="p001.txt"), prepare(s))[1],
+         code=0, needles=("written",), extra=lambda s, _: None if any(
+             (s.ws / "training_data").glob("*/p001.txt")) else "p001.txt was not laid out again"),
 ]
+
+
+def _mkfile(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"a file, not a folder\n")
+    return p
+
+
+def _under_file(s: Sandbox, command: str, *extra: str) -> list[str]:
+    good_set(s.data)
+    return [command, "--workspace", str(_mkfile(s.root / "f") / "ws"), *extra]
+
+
+def _prepared(s: Sandbox) -> None:
+    """A workspace prepared by the real CLI, as a user's earlier `bespoke prepare` leaves it."""
+    good_set(s.data)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "bespoke", *prepare(s)], env=env, capture_output=True, check=True,
+                   timeout=TIMEOUT)
+
+
+def _touch_prepared(s: Sandbox, add: str | None = None, remove: str | None = None) -> list[str]:
+    _prepared(s)
+    (folder,) = (s.ws / "training_data").iterdir()
+    if add:
+        (folder / add).write_bytes(png(sprite(9)))
+    if remove:
+        (folder / remove).unlink()
+    return dry(s)
+
+
+def _demo_over(s: Sandbox) -> list[str]:
+    (s.data).mkdir(parents=True, exist_ok=True)
+    (s.data / "demo_000.txt").write_text("my own caption\n")
+    return ["demo-data", "--out", str(s.data), "--count", "3"]
 
 
 # --- running -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from bespoke import __version__, safeio, tokens
+from bespoke import __version__, masking, safeio, tokens
 from bespoke.errors import DataError
 from bespoke.fsutil import atomic_write_bytes, atomic_write_json
 from bespoke.workspace import Workspace
@@ -77,7 +77,7 @@ def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
     """The user's data: --data, else $WS/dataset/, a single *.zip in $WS, $WS/runpod_package/training_data/."""
     ws = Workspace.of(workspace)
     if data is not None:
-        _refuse_overlap(ws, Path(data))
+        refuse_overlap(ws, Path(data))
         return Path(data)
     candidates = [ws.dataset]
     zips = ws.zips()
@@ -98,8 +98,9 @@ def find_input(workspace: Workspace | Path, data: Path | None) -> Path:
     )
 
 
-def _refuse_overlap(ws: Workspace, data: Path) -> None:
-    """The data must not hold, or be inside, a folder bespoke replaces: it would write over its own input."""
+def refuse_overlap(ws: Workspace, data: Path) -> None:
+    """The data must not hold, or be inside, a folder bespoke replaces: it would write over its own input.
+    prepare and run ask before they make the workspace or its lock (which would be written into the data)."""
     shown = data
     data = Path(data).absolute()  # contains() takes a relative path from its own root
     for owned in (ws.training_data.absolute(), ws.output.absolute()):
@@ -141,10 +142,20 @@ def check_layout(workspace: Workspace | Path, prepared: bool = True) -> dict | N
     if not entries:
         return None
     try:
-        return json.loads((entries[0] / MANIFEST).read_text())
-    except (OSError, ValueError) as e:
+        manifest = json.loads((entries[0] / MANIFEST).read_text())
+        written = {f"{f['stem']}{ext}" for f in manifest["files"] for ext in (".png", CAPTION_EXT)}
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"bespoke's manifest cannot be read ({e})", str(entries[0] / MANIFEST),
                         "run `bespoke prepare` to lay the data out again") from None
+    if prepared:  # kohya trains every image and caption in the folder: they must be the ones bespoke wrote
+        there = {e.name for e in entries[0].iterdir() if _wanted(PurePosixPath(e.name)) and not e.name.startswith(".")}
+        for names, what in ((sorted(there - written), "files that bespoke did not write are in"),
+                            (sorted(written - there), "files bespoke wrote are missing from")):
+            if names:
+                shown = ", ".join(safeio.show(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                raise DataError(f"{what} the prepared folder: {shown}", str(entries[0]),
+                                f"put your images and captions in {ws.dataset}/ and run `bespoke prepare` again")
+    return manifest
 
 
 # --- reading: a folder or a zip, as (relative path, display path, reader) -------------------------
@@ -445,7 +456,9 @@ def option_problems(repeats, concept, resolution, size: int = 24) -> list[tuple[
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
         out.append((f"--repeats {safeio.show(repeats)} is not a whole number from 1 to {MAX_REPEATS}",
                     "pass --repeats 10 (times each image is seen per epoch)"))
-    if not isinstance(concept, str) or not CONCEPT.match(concept) or concept.strip(".") == "":
+    if isinstance(concept, str) and masking.looks_secret(concept):  # it would name a folder, and be printed
+        out.append(("--concept *** looks like a credential", "pass the concept's name (e.g. --concept bespoke_baby)"))
+    elif not isinstance(concept, str) or not CONCEPT.match(concept) or concept.strip(".") == "":
         out.append((f"--concept {safeio.show(concept)} is not a plain folder name",
                     "use letters, digits, space, '.', '_', '+' or '-', no '/' (e.g. --concept bespoke_baby)"))
     try:
@@ -498,8 +511,9 @@ def lay_out(
     if only and manifest_path.is_file():
         try:
             if json.loads(manifest_path.read_text())["layout_key"] == key:
+                check_layout(ws)  # and its files are the ones bespoke wrote: else lay it out again
                 return Layout(folder, False, len(ds.items))
-        except (ValueError, KeyError, OSError):
+        except (ValueError, KeyError, OSError, DataError):
             pass
 
     remove_dead_builds(ws)

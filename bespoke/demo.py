@@ -11,7 +11,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from bespoke.fsutil import atomic_write_bytes, atomic_write_text
+from bespoke import safeio
+from bespoke.errors import DataError
+from bespoke.fsutil import atomic_write_bytes
 
 SIZE = 24
 
@@ -107,21 +109,28 @@ def write_demo_data(out: Path, count: int = 12, seed: int = 0) -> list[Path]:
     """Write `count` portraits as demo_NNN.png + demo_NNN.txt into `out`; returns the image paths.
 
     Portraits are distinct: a seed whose pixels repeat an earlier one is skipped.
+    A file of another content already at one of those names is the user's: refused, nothing written.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    seen, paths, s = set(), [], seed * 100_003
-    while len(paths) < count:
+    seen, files, s = set(), [], seed * 100_003
+    while len(files) < count:
         img, caption = make_portrait(s)
         s += 1
         key = img.tobytes()
         if key in seen:
             continue
         seen.add(key)
-        path = out / f"demo_{len(paths):03d}.png"
+        path = out / f"demo_{len(files):03d}.png"
         buf = io.BytesIO()
         img.save(buf, format="PNG")
-        atomic_write_bytes(path, buf.getvalue())
-        atomic_write_text(path.with_suffix(".txt"), caption + "\n")
-        paths.append(path)
-    return paths
+        files.append((path, buf.getvalue(), (caption + "\n").encode()))
+    for path, png, text in files:
+        for p, data in ((path, png), (path.with_suffix(".txt"), text)):
+            if p.exists() and (not p.is_file() or p.read_bytes() != data):
+                raise DataError(f"{p.name} is already there and is not this demo's", safeio.show(p),
+                                "pick an empty --out folder (demo-data writes demo_NNN.png and .txt)")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, png, text in files:
+        atomic_write_bytes(path, png)
+        atomic_write_bytes(path.with_suffix(".txt"), text)
+    return [path for path, _, _ in files]

@@ -71,6 +71,15 @@ def from_os_error(e: OSError) -> DiskError | None:
         return DiskError("permission denied", shown, "make it writable by this user, or pick another --workspace")
     if e.errno == errno.EROFS:
         return DiskError("the file system is read-only", shown, "mount the workspace read-write")
+    if e.errno == errno.ENOTDIR:
+        return DiskError("a part of this path is a file, not a folder", shown,
+                         "pick a path whose parent folders are folders, or move that file away")
+    if e.errno == errno.EISDIR:
+        return DiskError("this is a folder, where a file is needed", shown, "give the path of a file")
+    if e.errno == errno.ENAMETOOLONG:
+        return DiskError("the path or a name in it is too long", shown, "use a shorter path")
+    if e.errno == errno.ELOOP:
+        return DiskError("the path runs through a symlink loop", shown, "remove or fix the looping symlink")
     return None
 
 
@@ -104,12 +113,16 @@ def print_error(e: BespokeError, debug: bool, file=None) -> int:
     import sys
     import traceback
 
+    from bespoke import masking
+
     file = file or sys.stderr
+    secrets = masking.secret_values(os.environ)  # whatever the message quotes, a credential is never printed
     if debug:
-        traceback.print_exception(type(e), e, e.__traceback__, file=file)
+        trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        print(masking.mask_text(trace, secrets), file=file, end="", flush=True)
     for problem in getattr(e, "problems", ()):
-        print(f"  {problem}", file=file, flush=True)
-    line = f"error: {e.line()}"
+        print(f"  {masking.mask_text(str(problem), secrets)}", file=file, flush=True)
+    line = masking.mask_text(f"error: {e.line()}", secrets)
     tty = getattr(file, "isatty", lambda: False)()
     print(f"\033[31m{line}\033[0m" if tty else line, file=file, flush=True)  # red on a terminal
     return getattr(e, "exit_code", 1)

@@ -18,8 +18,9 @@ _NAME = re.compile(r"token(?!iz)|key|secret|passw|credential|private", re.IGNORE
 # sd-scripts flags whose names contain "token" or "key" but hold counts, separators and paths.
 NOT_SECRET = frozenset({"keep_tokens", "keep_tokens_separator", "max_token_length", "token_warmup_min",
                         "token_warmup_step", "tokenizer_cache_dir"})
+# Not \b: "_" is a word character, and x_hf_... must be found too.
 _VALUE = re.compile(
-    r"\b(?:hf_[A-Za-z0-9]{8,}|api_org_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{16,}"
+    r"(?<![A-Za-z0-9])(?:hf_[A-Za-z0-9]{8,}|api_org_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{16,}"
     r"|xox[abprs]-[A-Za-z0-9-]{10,})"
 )
 # sd-scripts reads these from the environment when the flag is not given (huggingface_hub: HF_TOKEN;

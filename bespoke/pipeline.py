@@ -163,6 +163,8 @@ def _flat(value) -> str:
 def prepare(ws: Workspace | Path, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
     ws = Workspace.of(ws)
     dataset.check_options(opts.repeats, opts.concept, opts.resolution, opts.size)
+    if data is not None:
+        dataset.refuse_overlap(ws, data)
     ws.root.mkdir(parents=True, exist_ok=True)
     with ws.lock("prepare"):
         return _prepare(ws, data, opts)
@@ -588,6 +590,8 @@ def run(ws: Workspace | Path, data: Path | None, popts: PrepareOptions, topts: T
     is logged). BESPOKE_NOTIFY_URL hears of the end; done comes after the evaluation, with its verdict.
     Holds the workspace lock throughout (a run refused for a held lock notifies nobody)."""
     ws = Workspace.of(ws)
+    if data is not None:
+        dataset.refuse_overlap(ws, data)
     with ws.lock("run"):
         note = notifier_from_env()
         try:

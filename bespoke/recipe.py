@@ -66,8 +66,16 @@ TEST_PROMPTS = (
 
 # Set from the workspace or by bespoke itself; overriding them would break the layout or resume.
 OWNED = {"train_data_dir", "output_dir", "logging_dir", "resume", "sample_prompts", "tokenizer_cache_dir"}
-REFUSED = {"config_file": "TOML configs parsed resolution as an int in the notes; use --set",
-           "dataset_config": "bespoke lays out the data itself; use bespoke prepare's options"}
+# Refused with (why, the fix). The paths sd-scripts would write to outside the workspace are among them.
+REFUSED = {
+    "config_file": ("TOML configs parsed resolution as an int in the notes", "give each setting as --set NAME=VALUE"),
+    "dataset_config": ("bespoke lays out the data itself", "use bespoke prepare's options (--repeats, --concept, "
+                       "--resolution)"),
+    "console_log_file": ("sd-scripts would write it outside the workspace",
+                         "read the training log bespoke keeps in output/logs/train-*.log"),
+    "offload_optimizer_nvme_path": ("DeepSpeed's offload is not part of this recipe", "leave it out"),
+    "offload_param_nvme_path": ("DeepSpeed's offload is not part of this recipe", "leave it out"),
+}
 
 
 @cache
@@ -130,7 +138,9 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._+-]{0,127}$")
 
 def _shown(name: str, value: str) -> str:
     """A value as an error message may quote it: escaped, and *** when it is a credential."""
-    return MASK if is_secret_name(name) or looks_secret(value) else safeio.show(value)
+    if is_secret_name(name) or looks_secret(value):
+        return MASK
+    return safeio.show(value) if len(value) <= 40 else f"{safeio.show(value[:20])}... ({len(value)} characters)"
 
 
 def _number(name: str, kind: str, value: str) -> str:
@@ -138,6 +148,10 @@ def _number(name: str, kind: str, value: str) -> str:
     example = "12" if kind == "int" else "0.0001"
     try:
         number = int(value) if kind == "int" else float(value)
+        math.isfinite(number)  # an int past float's range raises OverflowError here
+    except OverflowError:
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not a finite number", "--set",
+                          f"e.g. --set {name}={example}") from None
     except ValueError:
         raise RecipeError(f"--set {name}={_shown(name, value)}: expected {'an integer' if kind == 'int' else 'a number'}",
                           "--set", f"e.g. --set {name}={example}") from None
@@ -160,7 +174,8 @@ def parse_override(text: str) -> tuple[str, object]:
         raise RecipeError(f"override {safeio.show(shown)!r} is not NAME=VALUE", "--set",
                           "write it as --set max_train_epochs=12")
     if name in REFUSED:
-        raise RecipeError(f"--set {name} is not supported: {REFUSED[name]}", "--set")
+        why, fix = REFUSED[name]
+        raise RecipeError(f"--set {name} is not supported: {why}", "--set", fix)
     if name in OWNED:
         raise RecipeError(f"--set {name}: bespoke sets this from the workspace", "--set",
                           "use --workspace, or bespoke prepare's options")

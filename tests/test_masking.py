@@ -49,6 +49,12 @@ def test_a_token_shaped_value_is_masked_wherever_it_appears(prefix, suffix, secr
     assert secret not in masked
 
 
+@given(word=st.from_regex(r"[A-Za-z0-9]{0,8}[_=:/.,-]", fullmatch=True),
+       secret=st.from_regex(r"hf_[A-Za-z0-9]{8,40}", fullmatch=True))
+def test_a_token_glued_to_a_word_by_punctuation_is_masked(word, secret):
+    assert secret not in masking.mask_text(f"comment={word}{secret}")  # x_hf_...: "_" is a word character
+
+
 @given(value=st.text(min_size=6, max_size=30))
 def test_a_known_secret_value_is_masked_whatever_its_shape(value):
     assert masking.mask_text(f"<{value}>", [value]) == "<***>"
