@@ -209,7 +209,8 @@ def parse_override(text: str) -> tuple[str, object]:
     if name == "lr_warmup_steps":  # sd-scripts takes steps or a ratio of them, as a string
         value = _number(name, "float", value)
     if "choices" in spec and value not in spec["choices"]:
-        raise RecipeError(f"--set {name}={_shown(name, value)}: not one of {', '.join(spec['choices'])}", "--set")
+        raise RecipeError(f"--set {name}={_shown(name, value)}: not one of {', '.join(spec['choices'])}", "--set",
+                          f"e.g. --set {name}={spec['choices'][0]}")
     if name in NAME_VALUES and (not _PLAIN_NAME.match(value) or ".." in value):
         raise RecipeError(f"--set {name}={_shown(name, value)}: not a plain file name (sd-scripts makes a path "
                           "of it, which must stay in the workspace)", "--set",
