@@ -525,6 +525,8 @@ CASES: list[Case] = [
          needles=("extra.png", "did not write")),
     Case("a caption taken from the prepared folder", lambda s: _touch_prepared(s, remove="p001.txt"),
          needles=("p001.txt", "missing")),
+    Case("evaluate with the report folder linked elsewhere", lambda s: _report_link(s),
+         needles=("report", "link out of the output folder")),
     Case("prepare again after a caption was taken", lambda s: (_touch_prepared(s, remove="p001.txt"), prepare(s))[1],
          code=0, needles=("written",), extra=lambda s, _: None if any(
              (s.ws / "training_data").glob("*/p001.txt")) else "p001.txt was not laid out again"),
@@ -558,6 +560,15 @@ def _touch_prepared(s: Sandbox, add: str | None = None, remove: str | None = Non
     if remove:
         (folder / remove).unlink()
     return dry(s)
+
+
+def _report_link(s: Sandbox) -> list[str]:
+    argv = _evaluate(s, "bespoke_baby_sdxl_e000001_01_20250101000000_1234.png",
+                     png(sprite(2).resize((96, 96), Image.NEAREST)))
+    mine = _mkdir(s.root / "mine")
+    (mine / "report.html").write_text("my own page")
+    (s.ws / "output" / "report").symlink_to(mine)
+    return argv
 
 
 def _demo_over(s: Sandbox) -> list[str]:

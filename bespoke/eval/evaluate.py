@@ -247,6 +247,9 @@ def _evaluate(ws: Workspace, grid: int, palette_dir: Path | None) -> dict:
             "train with sample prompts (bespoke run does), or check --workspace",
         )
     report_dir = ws.report
+    if report_dir.is_symlink() and not Workspace(ws.output).contains(report_dir):  # it would write there
+        raise BespokeError("the report folder is a link out of the output folder", safeio.show(report_dir),
+                           "remove the link: evaluate writes its report (and only that) there")
     if palette_dir is not None and _overlap(Path(palette_dir), report_dir):
         raise BespokeError("the palette folder overlaps the report folder, which evaluate rewrites",
                            safeio.show(palette_dir), "pass --palette-from the training images' folder")
