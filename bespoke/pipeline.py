@@ -452,8 +452,10 @@ def execute(launch: Launch, *, on_line=None, grace: float = 60.0, notifier: noti
         for hook in hooks:
             hook(line)
 
-    if _compiles(launch.profile) and launch.gpus and "TORCHINDUCTOR_CACHE_DIR" in env and "TRITON_CACHE_DIR" in env:
-        if emptied := kernelcache.prepare(env["TORCHINDUCTOR_CACHE_DIR"], env["TRITON_CACHE_DIR"]):
+    caches = [env.get("TORCHINDUCTOR_CACHE_DIR"), env.get("TRITON_CACHE_DIR")]
+    if _compiles(launch.profile) and launch.gpus and all(c and ws.contains(c) for c in caches):
+        # bespoke's own caches only: one the user pointed elsewhere may serve other work, and is left alone
+        if emptied := kernelcache.prepare(*caches):
             log.warning(emptied)
     log.info(f"log: {log_file}")
     try:
