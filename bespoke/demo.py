@@ -126,7 +126,7 @@ def write_demo_data(out: Path, count: int = 12, seed: int = 0) -> list[Path]:
         files.append((path, buf.getvalue(), (caption + "\n").encode()))
     for path, png, text in files:
         for p, data in ((path, png), (path.with_suffix(".txt"), text)):
-            if p.exists() and (not p.is_file() or p.read_bytes() != data):
+            if p.exists() and (not p.is_file() or p.stat().st_size != len(data) or p.read_bytes() != data):
                 raise DataError(f"{p.name} is already there and is not this demo's", safeio.show(p),
                                 "pick an empty --out folder (demo-data writes demo_NNN.png and .txt)")
     out.mkdir(parents=True, exist_ok=True)
