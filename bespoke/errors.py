@@ -106,6 +106,12 @@ class SettingError(BespokeError):
     """An environment variable has a value bespoke cannot use."""
 
 
+def _printable(text: str) -> str:
+    """One line as the terminal shows it: a newline, a control or a bidi character in a value the message
+    quotes is escaped (\\n, \\u202e), never acted on."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def print_error(e: BespokeError, debug: bool, file=None) -> int:
     """Word a user-fixable error: each problem on its own line, then one `error: what (where); fix: ...`
     line; the traceback first only with `debug` (switches.debug: BESPOKE_DEBUG). The one printer of the
@@ -121,8 +127,8 @@ def print_error(e: BespokeError, debug: bool, file=None) -> int:
         trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         print(masking.mask_text(trace, secrets), file=file, end="", flush=True)
     for problem in getattr(e, "problems", ()):
-        print(f"  {masking.mask_text(str(problem), secrets)}", file=file, flush=True)
-    line = masking.mask_text(f"error: {e.line()}", secrets)
+        print(f"  {_printable(masking.mask_text(str(problem), secrets))}", file=file, flush=True)
+    line = _printable(masking.mask_text(f"error: {e.line()}", secrets))
     tty = getattr(file, "isatty", lambda: False)()
     print(f"\033[31m{line}\033[0m" if tty else line, file=file, flush=True)  # red on a terminal
     return getattr(e, "exit_code", 1)

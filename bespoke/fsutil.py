@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -53,11 +54,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+JSON_MAX_BYTES = 16 << 20  # bespoke's own JSON files are kilobytes
+
+
 def read_json_object(path: Path) -> dict | None:
     """A JSON object bespoke wrote (status.json, DONE.json, report.json); None when the file is missing,
-    unreadable, not JSON or not an object."""
+    unreadable, not a regular file (a FIFO would block), over 16 MiB, not JSON or not an object."""
     try:
-        obj = json.loads(Path(path).read_text())
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > JSON_MAX_BYTES:
+            return None
+        with open(path, "rb") as f:
+            obj = json.loads(f.read(JSON_MAX_BYTES + 1))
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None

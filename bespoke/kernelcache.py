@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from bespoke.fsutil import atomic_write_text
+from bespoke.fsutil import atomic_write_text, read_json_object
 
 MARK = "bespoke-location.json"
 KEEP = {MARK, "bespoke-artifacts"}
@@ -36,11 +36,8 @@ def prepare(inductor_dir: str | Path, triton_dir: str | Path) -> str | None:
     stale = _entries(inductor, KEEP)
     reason = None
     if stale:
-        try:
-            was = json.loads((inductor / MARK).read_text())
-        except (OSError, ValueError):
-            was = None
-        if not isinstance(was, dict):
+        was = read_json_object(inductor / MARK)
+        if was is None:
             reason = "it does not say where it was written"
         elif was != here:
             reason = f"it was written at {was.get('inductor')}, and its kernels are named by that path"

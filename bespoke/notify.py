@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from bespoke import __version__
+from bespoke import __version__, masking
 
 EVENTS = ("done", "failed", "interrupted", "photo_alarm")
 ATTEMPT_TIMEOUT = 5.0  # seconds for one POST
@@ -84,6 +84,8 @@ def post(url: str, data: dict, timeout: float) -> int:
     req = urllib.request.Request(url, data=json.dumps(data).encode(), method="POST",
                                  headers={"Content-Type": "application/json",
                                           "User-Agent": f"bespoke/{__version__}"})
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError("not an http(s) URL")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status
@@ -132,6 +134,9 @@ class Notifier:
                 status = post(self.url, data, min(self.attempt_timeout, left))
             except (OSError, ValueError) as e:  # refused, timed out, DNS, a malformed URL
                 problem = type(e).__name__ if not str(e) else str(getattr(e, "reason", e))
+                problem = masking.mask_text(problem, [p for p in (urlsplit(self.url).password,) if p])
+            except Exception as e:  # noqa: BLE001  (http.client's InvalidURL and kin: a thread never raises;
+                problem = type(e).__name__  # their text may quote the URL, with its password)
             else:
                 if 200 <= status < 300:
                     with self._lock:

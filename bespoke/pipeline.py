@@ -36,7 +36,7 @@ from bespoke import (
     tokens,
     watch,
 )
-from bespoke.errors import BespokeError, DataError, PreflightError, TrainingError
+from bespoke.errors import BespokeError, DataError, PreflightError, SettingError, TrainingError
 from bespoke.eval import evaluate
 from bespoke.fsutil import atomic_write_text
 from bespoke.preflight import ERROR, INFO, OK, WARN, Finding
@@ -99,13 +99,18 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
     findings += preflight.check_gpus(found, probed.get("arch_list", []))
     findings += kohya.check()
     findings += preflight.check_libraries(probed, bool(found))
+    for name in switches.SWITCHES:  # a misspelt switch would otherwise stop the run when it is first read
+        try:
+            switches.switch(name)
+        except SettingError as e:
+            findings.append(Finding(ERROR, "setting", e.what, e.fix or ""))
     try:
         prof, why = _profile(profile, found)
         findings += preflight.check_profile(prof, found, _compiler_problem(prof), why, _cpp_launcher_problem(prof))
         extra = prof.overrides
     except BespokeError as e:
         findings.append(Finding(ERROR, "profile", e.what, e.fix or ""))
-        extra = ()
+        prof, extra = None, ()  # no estimate below: the profile's speed is unknown
     # Every bad override is a finding; the recipe is built from the good ones, so the data and disk rows
     # below still appear.
     good, errors = recipe.check_overrides((*extra, *overrides))
@@ -129,8 +134,9 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
         findings += [Finding(WARN, "data", w) for w in ds.warnings[:5]]
         gpus = len(found or []) or 1
         math = recipe.training_math(r, n_images, opts.repeats, gpus)
-        est = _estimate(ws, math.total_steps, prof, probed, gpus, not found, price_per_hour)
-        findings += [Finding(INFO, "time", " ".join(line.split())) for line in est.lines()]
+        if prof is not None:
+            est = _estimate(ws, math.total_steps, prof, probed, gpus, not found, price_per_hour)
+            findings += [Finding(INFO, "time", " ".join(line.split())) for line in est.lines()]
     except DataError as e:
         findings.append(Finding(ERROR, "data", f"{e.what} ({e.where})", e.fix or ""))
         findings += [Finding(ERROR, "data", p) for p in e.problems[:10]]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bespoke import proc, profiles, runs
 from bespoke.errors import BespokeError
-from bespoke.fsutil import atomic_write_text
+from bespoke.fsutil import atomic_write_text, read_json_object
 from bespoke.lorameta import read_header
 from bespoke.workspace import Workspace
 
@@ -189,11 +189,8 @@ def probe(imports_only: bool = False, run=None, cache: Path | None = None) -> di
     run = run or proc.run
     key = _probe_key(imports_only, run) if cache is not None else None
     kept = Path(cache) / f"gpuprobe-{key}.json" if key else None
-    if kept is not None and kept.is_file():
-        try:
-            return json.loads(kept.read_text())
-        except ValueError:
-            pass  # a damaged file: probe again and replace it
+    if kept is not None and (answer := read_json_object(kept)) is not None:
+        return answer  # a damaged file (or not a file): probe again and replace it
     argv = [sys.executable, "-m", "bespoke.launch.gpuprobe", *(["--imports-only"] if imports_only else [])]
     try:
         r = run(argv, timeout=300)

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 from bespoke import kohya, switches
-from bespoke.errors import BespokeError, print_error
+from bespoke.errors import BespokeError, print_error, user_error
 from bespoke.masking import mask_argv, secret_values
 from bespoke.workspace import Workspace
 from entrypoint import finish, mounts, proc, services, settings, survey
@@ -28,8 +28,11 @@ def main(argv: list[str], environ: dict[str, str] | None = None) -> int:
     environ = dict(os.environ) if environ is None else environ
     try:
         return run(argv, environ)
-    except BespokeError as e:
-        return print_error(e, debug=switches.debug(environ))
+    except (BespokeError, OSError) as e:
+        worded = user_error(e)  # a path too long, through a file, unwritable: one line; any other OSError is a bug
+        if worded is None:
+            raise
+        return print_error(worded, debug=switches.debug(environ))
 
 
 def run(argv: list[str], environ: dict[str, str]) -> int:
@@ -38,7 +41,7 @@ def run(argv: list[str], environ: dict[str, str]) -> int:
 
         return verify.main(argv[1:])
     if not settings.is_pipeline(argv):
-        workspace = Path(environ.get("BESPOKE_WORKSPACE") or settings.DEFAULT_WORKSPACE)
+        workspace = settings.workspace_from(environ)
         try:
             proc.replace(argv, settings.child_env(environ, workspace, pipeline=False))
         except FileNotFoundError:

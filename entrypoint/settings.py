@@ -33,10 +33,16 @@ class Settings:
     on_finish_error: str | None = None  # an unusable BESPOKE_ON_FINISH, reported while sleeping instead
 
 
+def workspace_from(environ: dict[str, str]) -> Path:
+    """BESPOKE_WORKSPACE, blank counting as unset ("  " would be a folder in the current one)."""
+    value = environ.get("BESPOKE_WORKSPACE") or ""
+    return Path(value) if value.strip() else DEFAULT_WORKSPACE
+
+
 def from_env(environ: dict[str, str]) -> Settings:
     on_finish, reason = finish_policy(environ)
     return Settings(
-        workspace=Path(environ.get("BESPOKE_WORKSPACE") or DEFAULT_WORKSPACE),
+        workspace=workspace_from(environ),
         on_finish=on_finish,
         on_finish_reason=reason,
         tensorboard=switch("BESPOKE_TENSORBOARD", environ),

@@ -17,7 +17,14 @@ from pathlib import Path
 from bespoke import lorameta, recipe, runs, safeio
 from bespoke.errors import BespokeError
 from bespoke.eval import pixelart, report
-from bespoke.fsutil import atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from bespoke.fsutil import (
+    atomic_copy,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+    sha256_file,
+)
 from bespoke.workspace import Workspace
 
 DEFAULT_OUTPUT_NAME = recipe.OUTPUT_NAME
@@ -79,11 +86,8 @@ class Recommendation:
 
 def output_name(ws: Workspace | Path) -> str:
     """The run's output name from status.json, else sd-scripts' name in our recipe."""
-    try:
-        name = json.loads(Workspace.of(ws).status.read_text()).get("output_name")
-    except (OSError, ValueError, AttributeError):
-        name = None
-    return name or DEFAULT_OUTPUT_NAME
+    name = (read_json_object(Workspace.of(ws).status) or {}).get("output_name")
+    return name if isinstance(name, str) and name else DEFAULT_OUTPUT_NAME
 
 
 def find_samples(sample_dir: Path, name: str) -> list[Sample]:
