@@ -549,6 +549,8 @@ CASES: list[Case] = [
     Case("a workspace path too long (entrypoint)", lambda s: [], module="entrypoint",
          env={"BESPOKE_WORKSPACE": "/tmp/" + "a" * 5000, "BESPOKE_ON_FINISH": "exit", "BESPOKE_TENSORBOARD": "0"},
          needles=("too long",)),
+    Case("a junk BESPOKE_HUB_REPO is said before training", lambda s: check(s), env={"BESPOKE_HUB_REPO": "not a repo"},
+         needles=("BESPOKE_HUB_REPO", "not a Hub repo id")),
     Case("prepare again after a caption was taken", lambda s: (_touch_prepared(s, remove="p001.txt"), prepare(s))[1],
          code=0, needles=("written",), extra=lambda s, _: None if any(
              (s.ws / "training_data").glob("*/p001.txt")) else "p001.txt was not laid out again"),

@@ -185,7 +185,7 @@ def train_options(f):
         click.option("--machine-rank", default=0, show_default=True, help="accelerate multi-node: this rank."),
         click.option("--main-process-ip", default=None, help="accelerate multi-node: rank 0's address."),
         click.option("--main-process-port", type=int, default=None, help="accelerate multi-node: rank 0's port."),
-        click.option("--gpus", type=click.IntRange(1), default=None,
+        click.option("--gpus", type=click.IntRange(1, 1024), default=None,
                      help="--dry-run where no GPU is visible (a laptop): plan for N GPUs (default 1)."),
         price_option,
     ]

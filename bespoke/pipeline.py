@@ -99,6 +99,17 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
     findings += preflight.check_gpus(found, probed.get("arch_list", []))
     findings += kohya.check()
     findings += preflight.check_libraries(probed, bool(found))
+    if repo := os.environ.get("BESPOKE_HUB_REPO", "").strip():  # found now, not after hours of training
+        from bespoke import publish
+
+        try:
+            publish.check_repo(repo)
+            publish.token_from_env(dict(os.environ))
+            findings.append(Finding(OK, "publish", f"after the evaluation, the results go to {repo} (HF_TOKEN set)"))
+        except BespokeError as e:
+            # a warning, as the upload's own failure is: the training is worth having without it
+            findings.append(Finding(WARN, "publish", f"BESPOKE_HUB_REPO: {e.what}: the upload after training "
+                                    "will fail", e.fix or ""))
     for name in switches.SWITCHES:  # a misspelt switch would otherwise stop the run when it is first read
         try:
             switches.switch(name)

@@ -132,6 +132,8 @@ def test_run_says_done_with_the_recommendation_and_publishes_when_asked(ready, h
     assert code == 0
     out = capsys.readouterr().out
     assert "== publish to me/bespoke-lora" in out and "HF_TOKEN is not set" in out
+    # said before the training too, in check's table, as a warning: the training goes on
+    assert "BESPOKE_HUB_REPO: HF_TOKEN is not set: the upload after training will fail" in out
     status = json.loads((ws / "output" / "status.json").read_text())
     assert status["stage"] == "done" and status["publish"]["state"] == "failed"
     assert events(hook).count("done") == 1 and events(hook).count("photo_alarm") == 3
