@@ -96,11 +96,8 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:  # click quotes the offending word: never a credential
-        argv = sys.argv[1:]
-        hidden = [w.partition("=")[2] if "=" in w and m != masking.MASK else w
-                  for w, m in zip(argv, masking.mask_argv(argv), strict=True) if m != w]
-        hidden += [v for k, v in zip(argv[:-1], argv[1:], strict=True) if "=" not in k and masking.is_secret_name(k)]  # `--set key V`
-        e.message = masking.mask_text(e.message, [*hidden, *masking.secret_values(os.environ)])
+        e.message = masking.mask_text(e.message, [*masking.argv_secrets(sys.argv[1:]),
+                                                  *masking.secret_values(os.environ)])
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:

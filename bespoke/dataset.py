@@ -509,11 +509,10 @@ def lay_out(
     manifest_path = folder / MANIFEST
     only = [e.name for e in target.iterdir() if not e.name.startswith(".")] == [folder.name] if target.is_dir() else False
     if only and manifest_path.is_file():
-        try:
-            if json.loads(manifest_path.read_text())["layout_key"] == key:
-                check_layout(ws)  # and its files are the ones bespoke wrote: else lay it out again
+        try:  # the same layout, and its files the ones bespoke wrote: else lay it out again
+            if (check_layout(ws) or {}).get("layout_key") == key:
                 return Layout(folder, False, len(ds.items))
-        except (ValueError, KeyError, OSError, DataError):
+        except DataError:
             pass
 
     remove_dead_builds(ws)

@@ -106,10 +106,25 @@ class SettingError(BespokeError):
     """An environment variable has a value bespoke cannot use."""
 
 
-def _printable(text: str) -> str:
-    """One line as the terminal shows it: a newline, a control or a bidi character in a value the message
-    quotes is escaped (\\n, \\u202e), never acted on."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+# Bidi overrides and isolates: printed as is, they reorder what the terminal shows.
+BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def show(name: object) -> str:
+    """A file name as one printable line: control bytes, bidi overrides and non-UTF-8 bytes escaped."""
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    if text.isprintable() and not BIDI.intersection(text):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable() and ch not in BIDI:
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def print_error(e: BespokeError, debug: bool, file=None) -> int:
@@ -127,8 +142,8 @@ def print_error(e: BespokeError, debug: bool, file=None) -> int:
         trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         print(masking.mask_text(trace, secrets), file=file, end="", flush=True)
     for problem in getattr(e, "problems", ()):
-        print(f"  {_printable(masking.mask_text(str(problem), secrets))}", file=file, flush=True)
-    line = _printable(masking.mask_text(f"error: {e.line()}", secrets))
+        print(f"  {show(masking.mask_text(str(problem), secrets))}", file=file, flush=True)
+    line = show(masking.mask_text(f"error: {e.line()}", secrets))
     tty = getattr(file, "isatty", lambda: False)()
     print(f"\033[31m{line}\033[0m" if tty else line, file=file, flush=True)  # red on a terminal
     return getattr(e, "exit_code", 1)

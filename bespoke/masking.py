@@ -50,24 +50,32 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def mask_argv(argv: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
-    """argv with the value of every credential-named option (--x=V, --x V, --set x=V, X=V) masked."""
+    """argv with the value of every credential-named option (--x=V, --x V, --set x=V, X=V, and `--set x V`,
+    a mistyped --set) masked."""
     secrets = list(secrets)
     out: list[str] = []
-    hide_next = False
+    hide_next, prev = False, ""
     for word in map(str, argv):
+        name, eq, _value = word.partition("=")
         if hide_next:
             out.append(MASK)
             hide_next = False
-            continue
-        name, eq, _value = word.partition("=")
-        if eq and is_secret_name(name) and re.fullmatch(r"-{0,2}[A-Za-z_][\w.-]*", name):
+        elif eq and is_secret_name(name) and re.fullmatch(r"-{0,2}[A-Za-z_][\w.-]*", name):
             out.append(f"{name}={MASK}")
-        elif not eq and word.startswith("--") and is_secret_name(word):
+        elif not eq and (word.startswith("--") or prev == "--set") and is_secret_name(word):
             out.append(word)
             hide_next = True
         else:
             out.append(mask_text(word, secrets))
+        prev = word
     return out
+
+
+def argv_secrets(argv: Iterable[str]) -> list[str]:
+    """The credential values mask_argv hides in argv, for text that quotes argv's words (click's errors)."""
+    words = [str(w) for w in argv]
+    return [w if m == MASK else w.partition("=")[2]
+            for w, m in zip(words, mask_argv(words), strict=True) if m == MASK or m.endswith("=" + MASK) and m != w]
 
 
 def mask_obj(obj, secrets: Iterable[str] = ()):

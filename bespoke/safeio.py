@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bespoke.errors import BespokeError
+from bespoke.errors import BIDI, BespokeError, show
 
 MAX_IMAGE_BYTES = 64 << 20  # a 24x24 sprite is < 4 KB, a 1024 px render a few MB
 MAX_TEXT_BYTES = 64 << 10  # a caption is a few hundred bytes
@@ -37,7 +37,6 @@ MAX_ZIP_ENTRIES = 100_000
 _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
           stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
 # Bidirectional overrides reorder what a terminal shows (the "trojan source" trick).
-_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class InputError(BespokeError):
@@ -47,28 +46,11 @@ class InputError(BespokeError):
         return f"{self.where}: {self.what}; {self.fix}" if self.fix else f"{self.where}: {self.what}"
 
 
-def show(name: object) -> str:
-    """A file name as one printable line: control bytes, bidi overrides and non-UTF-8 bytes escaped."""
-    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
-    if text.isprintable() and not _BIDI.intersection(text):
-        return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable() and ch not in _BIDI:
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
-
-
 def name_problem(name: str) -> str | None:
     """Why a file name cannot be used as is (bespoke writes a file of the same stem), or None."""
     if any(0xDC80 <= ord(c) <= 0xDCFF for c in name):
         return "its name is not valid UTF-8"
-    if any(unicodedata.category(c) == "Cc" for c in name) or _BIDI.intersection(name):
+    if any(unicodedata.category(c) == "Cc" for c in name) or BIDI.intersection(name):
         return "its name has control characters"
     return None
 
@@ -76,7 +58,7 @@ def name_problem(name: str) -> str | None:
 def text_problem(text: str) -> str | None:
     """Why decoded caption text is unsafe to copy (NUL, terminal escapes, bidi overrides), or None."""
     for i, ch in enumerate(text):
-        if (unicodedata.category(ch) == "Cc" and ch not in "\t\n\r") or ch in _BIDI:
+        if (unicodedata.category(ch) == "Cc" and ch not in "\t\n\r") or ch in BIDI:
             return f"has the control character {ch.encode('unicode_escape').decode('ascii')} at character {i + 1}"
     return None
 

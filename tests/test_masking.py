@@ -37,9 +37,16 @@ def test_every_sd_scripts_flag_named_like_a_credential_is_masked_or_listed():
     ([f"HF_TOKEN={TOKEN}", "python"], ["HF_TOKEN=***", "python"]),
     ([f"--note=see {TOKEN} here"], ["--note=see *** here"]),
     (["--keep_tokens=2", "--max_token_length=225"], ["--keep_tokens=2", "--max_token_length=225"]),
+    (["--set", "wandb_api_key", "w" * 40, "--seed=1"], ["--set", "wandb_api_key", "***", "--seed=1"]),  # `=` forgot
+    (["--note", "wandb_api_key", "plain"], ["--note", "wandb_api_key", "plain"]),  # a bare word elsewhere: a value
 ])
 def test_mask_argv(argv, want):
     assert masking.mask_argv(argv) == want
+
+
+def test_argv_secrets_are_the_values_mask_argv_hides():
+    argv = ["train", f"--huggingface_token={TOKEN}", "--set", "wandb_api_key", "w" * 40, "--seed", "1"]
+    assert masking.argv_secrets(argv) == [TOKEN, "w" * 40]
 
 
 @given(prefix=st.text(max_size=20), suffix=st.text(max_size=20),
