@@ -61,7 +61,7 @@ bespoke_train() {  # NAME WS EPOCHS [bespoke train options...]
   ls -la "$ws/output"/*.safetensors "$ws/output/status.json" 2>&1 | tee -a "$RES/$name.files"
   cp "$ws/output/status.json" "$RES/$name.status" 2>/dev/null
   echo "$name: $(grep -c 'Recompiling function' "$RES/$name.log") recompiles"
-  grep -E "bespoke fastsdxl|bespoke: |OutOfMemory|Error" "$RES/$name.log" | cut -c1-220 | tail -6
+  grep -E "bespoke fastsdxl|bespoke: |OutOfMemory|Error" "$RES/$name.log" | cut -c1-220 | tail -8
   return $rc
 }
 
@@ -149,6 +149,7 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     lean22x) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
     # the 24 GB profile with this process's GPU memory capped at 22 GB (torch's per-process memory fraction)
     lean22) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
+    lean200) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 10 --profile lean ;;  # the 200-step equivalence, capped
     lean22_s) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean --set sample_every_n_epochs=1 ;;
     # the same, kernels launched from Python (compiles in about half the time; ~1.2x slower steps)
     lean22py_s) BESPOKE_CPP_WRAPPER=0 BESPOKE_GPU_MEMORY_GB=22 TORCH_LOGS=recompiles \

@@ -161,11 +161,15 @@ def cap_memory() -> None:
 
 
 def _report_graphs() -> None:
+    import torch
     from torch._dynamo.utils import counters
 
     stats = counters["stats"]
     print(f"bespoke fastsdxl: {stats['unique_graphs']} compiled graphs, {stats['calls_captured']} calls captured",
           flush=True)
+    if torch.cuda.is_available():  # what the profile needs (peak_gib), which a memory cap hides from nvidia-smi
+        print(f"bespoke fastsdxl: peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB allocated, "
+              f"{torch.cuda.max_memory_reserved() / 2**30:.1f} GiB reserved", flush=True)
 
 
 if __name__ == "__main__":
