@@ -7,7 +7,6 @@ gets no number: the progress line gives an honest one after STEPS_TO_MEASURE ste
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from bespoke.errors import BespokeError
@@ -134,6 +133,9 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s % 60:02d} s"
 
 
+MAX_PRICE = 10_000  # per pod hour, in any currency: more is a typo (a 300-digit cost line)
+
+
 def parse_price(value: str | float | None) -> float | None:
     """--price-per-hour / BESPOKE_PRICE_PER_HOUR: a positive number of your currency per pod hour."""
     if value is None or value == "":
@@ -142,7 +144,7 @@ def parse_price(value: str | float | None) -> float | None:
         price = float(value)
     except ValueError:
         price = -1.0
-    if not (math.isfinite(price) and price >= 0):  # float() also takes "nan" and "inf"
-        raise BespokeError(f"price per hour {value!r} is not a number >= 0", "--price-per-hour",
+    if not (0 <= price <= MAX_PRICE):  # float() also takes "nan" and "inf", which fail both
+        raise BespokeError(f"price per hour {str(value)[:40]!r} is not a number from 0 to {MAX_PRICE}", "--price-per-hour",
                            "give the pod's price per hour, e.g. --price-per-hour 3.59")
     return price

@@ -9,6 +9,7 @@ prints it; a library user can route it anywhere); they return values and raise t
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -110,9 +111,9 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
             # a warning, as the upload's own failure is: the training is worth having without it
             findings.append(Finding(WARN, "publish", f"BESPOKE_HUB_REPO: {e.what}: the upload after training "
                                     "will fail", e.fix or ""))
-    for name in switches.SWITCHES:  # a misspelt switch would otherwise stop the run when it is first read
-        try:
-            switches.switch(name)
+    for read in [functools.partial(switches.switch, name) for name in switches.SWITCHES] + [switches.gpu_memory_gb]:
+        try:  # a misspelt switch would otherwise stop the run when it is first read
+            read()
         except SettingError as e:
             findings.append(Finding(ERROR, "setting", e.what, e.fix or ""))
     try:

@@ -93,3 +93,20 @@ def compile_mode(environ: dict | None = None) -> str:
         raise SettingError(f"BESPOKE_COMPILE={value!r} is not one of {', '.join(COMPILE_MODES)}", "environment",
                            "set BESPOKE_COMPILE=default, max-autotune-no-cudagraphs or off")
     return value
+
+
+def gpu_memory_gb(environ: dict | None = None) -> float | None:
+    """BESPOKE_GPU_MEMORY_GB: the GPU memory each fast or lean training process may allocate (the bench's
+    stand-in for a smaller card), or None (unset)."""
+    environ = os.environ if environ is None else environ
+    value = (environ.get("BESPOKE_GPU_MEMORY_GB") or "").strip()
+    if not value:
+        return None
+    try:
+        gb = float(value)
+    except ValueError:
+        gb = -1.0
+    if not (0 < gb <= 10_000):  # also refuses nan and inf
+        raise SettingError(f"BESPOKE_GPU_MEMORY_GB={value[:40]!r} is not a number of GB from 0 to 10000",
+                           "environment", "set it to the memory to allow, e.g. BESPOKE_GPU_MEMORY_GB=22, or unset it")
+    return gb

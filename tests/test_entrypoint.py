@@ -716,3 +716,10 @@ def test_a_driver_older_than_570_is_one_line_with_the_fix():
     assert "535.129.03" in problem and "570" in problem and "fix: on RunPod filter for CUDA 12.8" in problem
     assert "\n" not in problem
     assert survey.driver_problem(["0, NVIDIA H100 80GB HBM3, 81559 MiB, 570.86.15"]) is None
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-3", "nan", "inf", "1e300"])
+def test_gpu_memory_cap_refuses_what_is_not_a_size(value):
+    with pytest.raises(settings.SettingError, match="BESPOKE_GPU_MEMORY_GB=22"):
+        switches.gpu_memory_gb({"BESPOKE_GPU_MEMORY_GB": value})
+    assert switches.gpu_memory_gb({"BESPOKE_GPU_MEMORY_GB": " 22 "}) == 22 and switches.gpu_memory_gb({}) is None

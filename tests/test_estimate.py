@@ -50,7 +50,7 @@ def test_cost_is_hours_times_price():
     assert any(line.startswith("cost:") for line in e.lines())
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "nan", "inf", "-inf", " NaN "])
+@pytest.mark.parametrize("bad", ["abc", "-1", "nan", "inf", "-inf", " NaN ", "1e300", "10001"])
 def test_bad_price_is_one_line(bad):
     with pytest.raises(BespokeError, match="price per hour"):
         estimate.parse_price(bad)

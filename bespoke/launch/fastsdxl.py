@@ -152,12 +152,12 @@ def cap_memory() -> None:
     a smaller card)."""
     import torch
 
-    if not (gb := os.environ.get("BESPOKE_GPU_MEMORY_GB")) or not torch.cuda.is_available():
+    if not (gb := switches.gpu_memory_gb()) or not torch.cuda.is_available():
         return
     device = int(os.environ.get("LOCAL_RANK", 0))
     total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, float(gb) * 1e9 / total), device)
-    print(f"bespoke fastsdxl: GPU memory capped at {gb} GB of {total / 1e9:.0f}", flush=True)
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gb * 1e9 / total), device)
+    print(f"bespoke fastsdxl: GPU memory capped at {gb:g} GB of {total / 1e9:.0f}", flush=True)
 
 
 def _report_graphs() -> None:
