@@ -149,9 +149,6 @@ one() {  # CONFIG SLOT: run one config in workspace ws<SLOT>, on GPU SLOT (GPU 0
     lean22x) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
     # the 24 GB profile with this process's GPU memory capped at 22 GB (torch's per-process memory fraction)
     lean22) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
-    # lean with N of the 60 1280-wide transformer blocks out of gradient checkpointing (capped, and uncapped: the peak)
-    lean22u*) BESPOKE_UNCHECKPOINTED=${cfg#lean22u} BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean ;;
-    leanu*) BESPOKE_UNCHECKPOINTED=${cfg#leanu} bespoke_train "$cfg" "$ws" 2 --profile lean ;;
     lean200) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 10 --profile lean ;;  # the 200-step equivalence, capped
     lean22_s) BESPOKE_GPU_MEMORY_GB=22 bespoke_train "$cfg" "$ws" 2 --profile lean --set sample_every_n_epochs=1 ;;
     # the same, kernels launched from Python (compiles in about half the time; ~1.2x slower steps)

@@ -88,7 +88,6 @@ def patch(sd_scripts: Path, mode: str | None = None, backend: str = "inductor") 
             torch._inductor.config.cpp_wrapper = True
     cap_memory()
     non_reentrant_checkpointing()
-    partial_checkpointing()
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))
@@ -146,44 +145,6 @@ def non_reentrant_checkpointing() -> None:
 
     gradient_checkpointing_enable._bespoke = True
     rebind(PreTrainedModel, "gradient_checkpointing_enable", gradient_checkpointing_enable)
-
-
-def partial_checkpointing() -> None:
-    """Where gradient checkpointing is on (lean), leave some of the UNet's widest transformer blocks out of it:
-    they keep their activations for the backward pass instead of computing their forward twice. How many:
-    `uncheckpointed_blocks`. The math is the same; only memory is traded for time."""
-    from library import sdxl_original_unet
-
-    unet_cls = sdxl_original_unet.SdxlUNet2DConditionModel
-    enable = unet_cls.enable_gradient_checkpointing
-    if getattr(enable, "_bespoke", False):
-        return
-
-    @functools.wraps(enable)
-    def enable_gradient_checkpointing(self, *args, **kwargs):
-        enable(self, *args, **kwargs)
-        blocks = [m for m in self.modules() if isinstance(m, sdxl_original_unet.BasicTransformerBlock)]
-        widest = max((b.norm1.normalized_shape[0] for b in blocks), default=0)
-        left_out = [b for b in blocks if b.norm1.normalized_shape[0] == widest][:uncheckpointed_blocks()]
-        for block in left_out:
-            block.gradient_checkpointing = False
-        if left_out:
-            print(f"bespoke fastsdxl: gradient checkpointing on all but {len(left_out)} of the UNet's "
-                  f"{len(blocks)} transformer blocks (the {widest}-wide ones keep their activations)", flush=True)
-
-    enable_gradient_checkpointing._bespoke = True
-    rebind(unet_cls, "enable_gradient_checkpointing", enable_gradient_checkpointing)
-
-
-def uncheckpointed_blocks() -> int:
-    """How many of the widest transformer blocks skip gradient checkpointing: BESPOKE_UNCHECKPOINTED=N (the
-    bench's), else none."""
-    value = os.environ.get("BESPOKE_UNCHECKPOINTED", "").strip()
-    if not value:
-        return 0
-    if not value.isdigit():
-        raise SystemExit(f"BESPOKE_UNCHECKPOINTED={value[:20]!r}: give a number of blocks, e.g. 20")
-    return int(value)
 
 
 def cap_memory() -> None:

@@ -10,14 +10,12 @@ image ships (tools/image-test.sh), so an API break in either torch shows there.
 fp32 and the aot_eager backend: the same graphs fastsdxl traces on a GPU, forward and backward, without
 Triton kernels (none on CPU), so the two steps must agree to rounding. Gradient checkpointing is on, as in
 the exact recipe and the lean profile (UNet and text encoder): the eager step checkpoints reentrantly, as
-sd-scripts and transformers do, the compiled one non-reentrantly, as the launcher makes them, and with one
-of the widest transformer blocks left out of it (lean's partial checkpointing). Then one
+sd-scripts and transformers do, the compiled one non-reentrantly, as the launcher makes them. Then one
 forward under no_grad, as sd-scripts samples: it must run the eager bodies (the same output as eager, no new
 graph), and the next training step must reuse the training graphs.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -63,12 +61,8 @@ def sample():
 eager_loss, eager_grad = step()
 eager_sample = sample()
 reentrant = sdxl_original_unet.USE_REENTRANT
-os.environ["BESPOKE_UNCHECKPOINTED"] = "1"  # lean's partial checkpointing: one of the widest blocks keeps its activations
 fastsdxl.patch(sd, "default", backend="aot_eager")
-unet.enable_gradient_checkpointing()  # as sd-scripts calls them, after the launcher's patch
-te.gradient_checkpointing_enable()
-blocks = [m for m in unet.modules() if isinstance(m, sdxl_original_unet.BasicTransformerBlock)]
-widths = {b.norm1.normalized_shape[0] for b in blocks}
+te.gradient_checkpointing_enable()  # as sd-scripts calls it, after the launcher's patch
 compiled_loss, compiled_grad = step()
 stats = torch._dynamo.utils.counters["stats"]
 trained_graphs = stats["unique_graphs"]
@@ -83,9 +77,7 @@ got = {"torch": torch.__version__, "eager_loss": eager_loss, "compiled_loss": co
        "te_reentrant": te.text_model.encoder.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"],
        "sample_equal": bool(torch.equal(eager_sample, compiled_sample)),
        "graphs_after_sampling": sample_graphs, "graphs_after_next_step": stats["unique_graphs"],
-       "next_loss": again_loss,
-       "uncheckpointed": [b.norm1.normalized_shape[0] for b in blocks if not b.gradient_checkpointing],
-       "widths": sorted(widths), "blocks": len(blocks)}
+       "next_loss": again_loss}
 checks = {  # what must hold, on any torch the project ships (the kohya env's and the image's)
     "the blocks went through dynamo": got["unique_graphs"] >= 3 and got["calls_captured"] > 0,
     "the compiled loss is the eager one": abs(compiled_loss - eager_loss) <= 1e-5 * abs(eager_loss),
@@ -95,7 +87,6 @@ checks = {  # what must hold, on any torch the project ships (the kohya env's an
     "sampling runs the eager bodies": got["sample_equal"],
     "sampling compiles nothing": got["graphs_after_sampling"] == trained_graphs == got["graphs_after_next_step"],
     "the next step reuses the graphs": again_loss == compiled_loss,
-    "one widest block left out of checkpointing": got["uncheckpointed"] == [max(widths)] and len(blocks) > 1,
 }
 got["failed"] = [name for name, ok in checks.items() if not ok]
 print(json.dumps(got))
