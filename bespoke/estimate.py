@@ -28,8 +28,10 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("H200", "exact", 0.888, 57.0, 0.0, 0.0, "2026-11-26",
-           "bench/RESULTS.md call 12 (H200, exact, 40 steps)"),
+    # the median of five H200 runs on three machines, 0.89-1.53 s/step (RESULTS.md call 12, issue 16 calls 4,
+    # 10, 11, 14)
+    Figure("H200", "exact", 1.35, 57.0, 0.0, 0.0, "2026-11-30",
+           "bench/RESULTS.md call 12 and issue 16 (H200, exact; median of 0.89-1.53 s/step on three machines)"),
     # the median of six H200 runs on five machines, 0.28-0.55 s/step: the host sets the pace (RESULTS.md)
     Figure("H200", "fast", 0.46, 50.0, 39.0, 260.0, "2026-11-29",
            "bench/RESULTS.md calls 11-12 and issue 16 (H200, fast, C++ launcher; median of 0.28-0.55 s/step "

@@ -35,7 +35,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "exact": Profile("exact", note="the notes' command, unchanged",
-                     expected="0.89-1.43 s/step on an H200, 1.07-1.51 on an H100"),
+                     expected="0.89-1.53 s/step on an H200, 1.07-1.51 on an H100"),
     # The same math as exact: batch 2, bf16, dim 128/alpha 64, AdamW8bit, TE LoRA, scheduler, steps,
     # seed. Faster by: no gradient checkpointing (memory allows), PyTorch's SDPA attention kernel,
     # SDXL's repeated blocks compiled by bespoke/launch/fastsdxl.py (kernels launched from C++), and one
@@ -54,16 +54,17 @@ PROFILES: dict[str, Profile] = {
     # For cards with less memory than fast needs (24 GB: RTX 4090/3090, A5000, L4): fast's launcher (compiled
     # blocks, flat optimizer step, SDPA) with exact's gradient checkpointing, made non-reentrant so that the
     # checkpointed forward runs the compiled bodies too; latents cached 4 images per VAE call (~10 GiB).
-    # Measured on an H200 capped at 22 GB (20.5 GiB) of allocations: it trained and sampled within it, at
-    # ~1.09 s/step with kernels launched from Python against exact's 1.43 in the same call (1.3x).
+    # Measured on H200s capped at 22 GB (20.5 GiB) of allocations: it trained, sampled and saved within it,
+    # 15.6 GiB allocated at peak; 0.71-0.85 s/step against exact's 1.23-1.35 side by side (1.5-1.7x), and
+    # over 200 steps as close to exact as fast is (bench/RESULTS.md, fourth session).
     "lean": Profile("lean", overrides=("xformers=false", "sdpa=true", "vae_batch_size=4"),
-                    # it ran within a 22 GB (20.5 GiB) allocation cap; its own peak was not recorded. 20 GiB
-                    # with fits()' 10 % asks 22 GiB: the L4's 22.5 qualifies
+                    # 18.3 GiB on nvidia-smi under the cap; 20 GiB with fits()' 10 % asks 22 GiB: the L4's
+                    # 22.5 qualifies
                     launcher="fastsdxl.py", compiles=True, peak_gib=20.0,
                     note="same math for cards under fast's ~33 GB: gradient checkpointing, SDPA, compiled blocks; "
                          "ran within 22 GB",
-                    expected="~1.1 s/step on an H200 capped at 22 GB (kernels launched from Python; exact 1.43 in "
-                             "the same call), not yet measured on a 24 GB card"),
+                    expected="0.71-0.85 s/step on an H200 capped at 22 GB (exact 1.23-1.35 side by side), not yet "
+                             "measured on a 24 GB card"),
 }
 PROVEN_ON = 9  # fast was proven on compute capability 9.x (Hopper: the H100; the H200 runs the same sm_90 kernels)
 BF16 = 8  # lean: compute capability 8.0 on (Ampere, Ada, Hopper), where the recipe's bf16 runs
