@@ -9,7 +9,6 @@ prints it; a library user can route it anywhere); they return values and raise t
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import shlex
@@ -37,7 +36,7 @@ from bespoke import (
     tokens,
     watch,
 )
-from bespoke.errors import BespokeError, DataError, PreflightError, SettingError, TrainingError
+from bespoke.errors import BespokeError, DataError, PreflightError, TrainingError
 from bespoke.eval import evaluate
 from bespoke.fsutil import atomic_write_text
 from bespoke.preflight import ERROR, INFO, OK, WARN, Finding
@@ -111,11 +110,7 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
             # a warning, as the upload's own failure is: the training is worth having without it
             findings.append(Finding(WARN, "publish", f"BESPOKE_HUB_REPO: {e.what}: the upload after training "
                                     "will fail", e.fix or ""))
-    for read in [functools.partial(switches.switch, name) for name in switches.SWITCHES] + [switches.gpu_memory_gb]:
-        try:  # a misspelt switch would otherwise stop the run when it is first read
-            read()
-        except SettingError as e:
-            findings.append(Finding(ERROR, "setting", e.what, e.fix or ""))
+    findings += [Finding(ERROR, "setting", e.what, e.fix or "") for e in switches.problems()]
     try:
         prof, why = _profile(profile, found)
         findings += preflight.check_profile(prof, found, _compiler_problem(prof), why, _cpp_launcher_problem(prof))

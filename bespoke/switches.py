@@ -20,6 +20,7 @@ BESPOKE_COMPILE is not on/off but a mode (`compile_mode`): default, max-autotune
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 
@@ -110,3 +111,15 @@ def gpu_memory_gb(environ: dict | None = None) -> float | None:
         raise SettingError(f"BESPOKE_GPU_MEMORY_GB={value[:40]!r} is not a number of GB from 0 to 10000",
                            "environment", "set it to the memory to allow, e.g. BESPOKE_GPU_MEMORY_GB=22, or unset it")
     return gb
+
+
+def problems(environ: dict | None = None) -> list[SettingError]:
+    """Every on/off switch and BESPOKE_GPU_MEMORY_GB that would be refused where it is first read (mid-run),
+    for `check` to list before the run."""
+    found = []
+    for read in [*(functools.partial(switch, name) for name in SWITCHES), gpu_memory_gb]:
+        try:
+            read(environ)
+        except SettingError as e:
+            found.append(e)
+    return found

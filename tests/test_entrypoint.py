@@ -723,3 +723,9 @@ def test_gpu_memory_cap_refuses_what_is_not_a_size(value):
     with pytest.raises(settings.SettingError, match="BESPOKE_GPU_MEMORY_GB=22"):
         switches.gpu_memory_gb({"BESPOKE_GPU_MEMORY_GB": value})
     assert switches.gpu_memory_gb({"BESPOKE_GPU_MEMORY_GB": " 22 "}) == 22 and switches.gpu_memory_gb({}) is None
+
+
+def test_problems_lists_every_refused_setting():
+    env = {"BESPOKE_FLAT_STEP": "maybe", "BESPOKE_GPU_MEMORY_GB": "lots", "BESPOKE_TENSORBOARD": "0"}
+    assert [e.what.split("=")[0] for e in switches.problems(env)] == ["BESPOKE_FLAT_STEP", "BESPOKE_GPU_MEMORY_GB"]
+    assert switches.problems({}) == []
