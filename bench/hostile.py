@@ -538,6 +538,17 @@ CASES: list[Case] = [
     Case("check with an unknown profile", lambda s: [*check(s), "--profile", "turbo"], needles=("turbo",)),
     Case("check with a misspelt switch", lambda s: check(s), env={"BESPOKE_STOP_ON_PHOTO": "2"},
          needles=("BESPOKE_STOP_ON_PHOTO",)),
+    # --- a fourth round (stop 21): damaged state in the workspace, the environment's spaces ----------
+    Case("a manifest without its resolution", lambda s: _damaged_manifest(s, '{"files": [], "repeats": 10}'),
+         needles=("manifest is missing, damaged",)),
+    Case("a manifest nested 100,000 deep", lambda s: _damaged_manifest(s, "[" * 100_000 + "]" * 100_000),
+         needles=("manifest is missing, damaged",)),
+    Case("the output folder is a file (prepare)", lambda s: _output_file(s), needles=("output folder is a file",)),
+    Case("BESPOKE_DATA of spaces (run)", lambda s: ["run", "--workspace", str(s.ws)], env={"BESPOKE_DATA": "   "},
+         needles=("no training data found",)),
+    Case("a 400-digit BESPOKE_EXPECT", lambda s: (good_set(s.data), prepare(s))[1],
+         code=2, env={"BESPOKE_EXPECT": "9" * 400},
+         extra=lambda s, out: "a 400-digit number was printed" if "9" * 60 in out else None),
     Case("check with a GPU memory cap that is no number", lambda s: check(s), env={"BESPOKE_GPU_MEMORY_GB": "lots"},
          needles=("BESPOKE_GPU_MEMORY_GB",)),
     Case("check with a 300-digit price per hour", lambda s: [*check(s), "--price-per-hour", "9" * 300],
@@ -588,6 +599,20 @@ def _touch_prepared(s: Sandbox, add: str | None = None, remove: str | None = Non
     if remove:
         (folder / remove).unlink()
     return dry(s)
+
+
+def _damaged_manifest(s: Sandbox, text: str) -> list[str]:
+    _prepared(s)
+    (manifest,) = (s.ws / "training_data").glob("*/manifest.json")
+    manifest.write_text(text)
+    return dry(s)
+
+
+def _output_file(s: Sandbox) -> list[str]:
+    _prepared(s)
+    shutil.rmtree(s.ws / "output")
+    (s.ws / "output").write_text("")
+    return prepare(s, "--repeats", "4")
 
 
 def _report_link(s: Sandbox) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -90,14 +91,16 @@ def print_findings(findings) -> None:
 
 def main() -> None:
     """Entry point: run the click group and word every user-fixable error as one line."""
+    tidy_env(os.environ)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:  # click quotes the offending word: never a credential
-        e.message = masking.mask_text(e.message, [*masking.argv_secrets(sys.argv[1:]),
-                                                  *masking.secret_values(os.environ)])
+        e.message = re.sub(r"\d{40,}", lambda m: f"{m[0][:8]}...({len(m[0])} digits)",
+                           masking.mask_text(e.message, [*masking.argv_secrets(sys.argv[1:]),
+                                                         *masking.secret_values(os.environ)]))
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
@@ -107,6 +110,17 @@ def main() -> None:
         if worded is None:
             raise
         sys.exit(print_error(worded, debug=switches.debug()))
+
+
+def tidy_env(environ) -> None:
+    """The BESPOKE_* variables that stand for options (BESPOKE_DATA for --data...) without the spaces around
+    them, and unset when blank: a template's " /workspace" is /workspace, not a folder named " " here."""
+    names = {p.envvar for c in cli.commands.values() for p in c.params if isinstance(p.envvar, str)}
+    for name in names & set(environ):
+        if value := environ[name].strip():
+            environ[name] = value
+        else:
+            del environ[name]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,7 +142,7 @@ def prepare_options(f):
     opts = [
         click.option("--repeats", default=10, show_default=True, help="Times each image is seen per epoch."),
         click.option("--concept", default="bespoke_baby", show_default=True, help="Folder name: <repeats>_<concept>."),
-        click.option("--expect", type=int, envvar="BESPOKE_EXPECT", default=None,
+        click.option("--expect", type=click.IntRange(1, 10**6), envvar="BESPOKE_EXPECT", default=None,
                      help="Refuse unless exactly N images (the user's set has 203; env BESPOKE_EXPECT)."),
         click.option("--size", default=24, show_default=True, help="Required image width and height in pixels."),
         click.option("--upscale", type=click.Choice(["nearest", "none"]), default="nearest", show_default=True,

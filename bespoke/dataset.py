@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from bespoke import __version__, masking, safeio, tokens
-from bespoke.errors import DataError
-from bespoke.fsutil import atomic_write_bytes, atomic_write_json
+from bespoke.errors import DataError, from_os_error
+from bespoke.fsutil import atomic_write_bytes, atomic_write_json, read_json_object
 from bespoke.workspace import Workspace
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
@@ -125,7 +125,8 @@ def check_layout(workspace: Workspace | Path, prepared: bool = True) -> dict | N
     if not td.is_dir():
         return None
     entries = sorted(e for e in td.iterdir() if not e.name.startswith("."))
-    foreign = [e for e in entries if not (e.is_dir() and (e / MANIFEST).is_file())]
+    # a folder with bespoke's manifest, whole or damaged (a folder or a broken link in its place), is bespoke's
+    foreign = [e for e in entries if not (e.is_dir() and os.path.lexists(e / MANIFEST))]
     if foreign:
         names = ", ".join(e.name for e in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise DataError(
@@ -141,12 +142,13 @@ def check_layout(workspace: Workspace | Path, prepared: bool = True) -> dict | N
         )
     if not entries:
         return None
-    try:
-        manifest = json.loads((entries[0] / MANIFEST).read_text())
-        written = {f"{f['stem']}{ext}" for f in manifest["files"] for ext in (".png", CAPTION_EXT)}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"bespoke's manifest cannot be read ({e})", str(entries[0] / MANIFEST),
-                        "run `bespoke prepare` to lay the data out again") from None
+    manifest = _manifest(entries[0] / MANIFEST)
+    if manifest is None:
+        if not prepared:  # prepare lays it out again, whole
+            return None
+        raise DataError("bespoke's manifest is missing, damaged or from another version", str(entries[0] / MANIFEST),
+                        "run `bespoke prepare` to lay the data out again")
+    written = {f"{f['stem']}{ext}" for f in manifest["files"] for ext in (".png", CAPTION_EXT)}
     if prepared:  # kohya trains every image and caption in the folder: they must be the ones bespoke wrote
         there = {e.name for e in entries[0].iterdir() if _wanted(PurePosixPath(e.name)) and not e.name.startswith(".")}
         for names, what in ((sorted(there - written), "files that bespoke did not write are in"),
@@ -156,6 +158,23 @@ def check_layout(workspace: Workspace | Path, prepared: bool = True) -> dict | N
                 raise DataError(f"{what} the prepared folder: {shown}", str(entries[0]),
                                 f"put your images and captions in {ws.dataset}/ and run `bespoke prepare` again")
     return manifest
+
+
+def _manifest(path: Path) -> dict | None:
+    """The manifest prepare wrote, when it has every field the later steps read, each of its type."""
+    m = read_json_object(path)
+    if m is None:
+        return None
+
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    ok = (all(isinstance(m.get(k), str) for k in ("layout_key", "dataset_hash", "concept"))
+          and count(m.get("repeats")) and count(m.get("images"))
+          and isinstance(m.get("resolution"), list) and len(m["resolution"]) == 2 and all(map(count, m["resolution"]))
+          and isinstance(m.get("files"), list) and all(isinstance(f, dict) and isinstance(f.get("stem"), str)
+                                                        for f in m["files"]))
+    return m if ok else None
 
 
 # --- reading: a folder or a zip, as (relative path, display path, reader) -------------------------
@@ -556,10 +575,14 @@ def lay_out(
         shutil.rmtree(build, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(ws.root).free if ws.root.is_dir() else 0
-            raise DataError(
-                f"not enough disk to lay out the data: needs {_mb(need)}, {_mb(free)} free",
-                safeio.show(ws.root), "free some space on the volume (or use a larger one) and run again; "
-                "the previous layout is unchanged") from None
+            what = (f"not enough disk to lay out the data: needs {_mb(need)}, {_mb(free)} free" if free < need else
+                    f"the disk refused new files with {_mb(free)} free: it is out of inodes (too many files) or "
+                    "over a quota")
+            raise DataError(what, safeio.show(ws.root), "free some space on the volume (or use a larger one) and "
+                            "run again; the previous layout is unchanged") from None
+        if worded := from_os_error(e):  # written, not read: a write's wording and fix
+            raise DataError(f"could not write the layout: {worded.what}", worded.where or safeio.show(target),
+                            worded.fix) from None
         what, fix = safeio._os_problem(e)
         raise DataError(f"could not write the layout: {safeio.show(e.filename or build)} {what}",
                         safeio.show(target), fix) from None

@@ -65,10 +65,15 @@ def from_os_error(e: OSError) -> DiskError | None:
     shown = (where or "").encode("unicode_escape").decode("ascii") if where else None
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         free = _free(where)
-        return DiskError(f"the disk is full{'' if free is None else f' ({free / 1e6:.1f} MB free)'}", shown,
+        return DiskError(f"the disk is full{'' if free is None else f' ({free / 1e6:.1f} MB free)'}, or out of "
+                         "inodes (too many files)", shown,
                          "free space on the volume (bespoke check prints what a run needs) and run again")
     if e.errno in (errno.EACCES, errno.EPERM):
-        return DiskError("permission denied", shown, "make it writable by this user, or pick another --workspace")
+        return DiskError("permission denied", shown, "make it writable by this user (`chattr -i` if `lsattr` shows "
+                         "it immutable), or pick another --workspace")
+    if e.errno == errno.EEXIST:
+        return DiskError("something that is not a folder (a file or a broken symlink) is in the way of a folder",
+                         shown, "move it away or remove it, then run again")
     if e.errno == errno.EROFS:
         return DiskError("the file system is read-only", shown, "mount the workspace read-write")
     if e.errno == errno.ENOTDIR:

@@ -27,12 +27,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        if e.filename is None:  # a failed write names no file: say which one it was
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+        raise _naming(e, path) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The error of a write through a temporary file, naming the file the user knows: the temporary one is
+    gone, and a failed write names no file at all."""
+    return OSError(e.errno, e.strerror, str(path))
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
@@ -45,6 +49,11 @@ def atomic_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for the user and the file browser
         os.replace(tmp, dst)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is not None and os.fspath(e.filename) == os.fspath(src):  # the source could not be read: that is the file to name
+            raise
+        raise _naming(e, dst) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -66,7 +75,7 @@ def read_json_object(path: Path) -> dict | None:
             return None
         with open(path, "rb") as f:
             obj = json.loads(f.read(JSON_MAX_BYTES + 1))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
     return obj if isinstance(obj, dict) else None
 

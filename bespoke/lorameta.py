@@ -59,9 +59,11 @@ def read_header(path: Path) -> tuple[dict, int]:
                                "pass a .safetensors LoRA")
         try:
             header = json.loads(f.read(n))
-        except ValueError:
-            raise BespokeError("not a safetensors file (header is not JSON)", str(path),
-                               "pass a .safetensors LoRA") from None
+        except (ValueError, RecursionError):
+            header = None
+        if not isinstance(header, dict):
+            raise BespokeError("not a safetensors file (header is not a JSON object)", str(path),
+                               "pass a .safetensors LoRA")
     return header, 8 + n
 
 
@@ -89,6 +91,9 @@ def merge_metadata(path: Path, updates: dict[str, str]) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e  # the file the user knows, not the temporary one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -125,6 +125,8 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
     findings += [Finding(ERROR, "prepare", what, fix) for what, fix in
                  dataset.option_problems(opts.repeats, opts.concept, opts.resolution, opts.size)]
     r = recipe.build(ws, [f"{n}={_flat(v)}" for n, v in good], tokenizer_dir=tokens.default_dir(ws))
+    if problem := _output_in_the_way(ws):
+        findings.append(Finding(ERROR, "output", f"{problem[0]} ({problem[1]})", problem[2]))
     try:
         manifest = dataset.check_layout(ws)
         if manifest is not None:
@@ -183,7 +185,17 @@ def prepare(ws: Workspace | Path, data: Path | None, opts: PrepareOptions) -> tu
         return _prepare(ws, data, opts)
 
 
+def _output_in_the_way(ws: Workspace) -> tuple[str, str, str] | None:
+    """(what, where, fix) when the workspace's output folder is a file or a broken link: every step writes there."""
+    if os.path.lexists(ws.output) and not ws.output.is_dir():
+        return ("the output folder is a file or a broken link", str(ws.output),
+                "move it away or remove it: bespoke writes the previews, LoRAs and reports there")
+    return None
+
+
 def _prepare(ws: Workspace, data: Path | None, opts: PrepareOptions) -> tuple[dataset.Dataset, dataset.Layout]:
+    if problem := _output_in_the_way(ws):
+        raise DataError(*problem)
     dataset.check_layout(ws, prepared=False)  # what is there is bespoke's own; prepare replaces it whole
     src = dataset.find_input(ws, data)
     log.info(f"data: {src}")

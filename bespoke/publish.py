@@ -84,20 +84,25 @@ def plan(ws: Workspace, repo: str, *, best_only: bool = False, private: bool = T
                            "run `bespoke train` (or `bespoke run`) to the end first")
     if report is None:
         raise PublishError("the run is not evaluated", str(report_json), "run `bespoke evaluate` first")
-    name = report.get("output_name") or "bespoke"
-    paths = []
-    if report.get("best"):
-        paths += [ws.best, ws.best.with_name(ws.best.name + ".sha256")]
-    if not best_only:
-        paths += [runs.numbered_file(output, name, e["epoch"]) for e in done.get("epochs", [])]
-    paths += [ws.report / "contact-sheet.png", ws.report / "report.html", report_json]
-    widgets = _widget_samples(report, output)
+    try:  # both are bespoke's; one edited or cut short by hand is refused in one line, not a traceback
+        name = report.get("output_name") or "bespoke"
+        paths = []
+        if report.get("best"):
+            paths += [ws.best, ws.best.with_name(ws.best.name + ".sha256")]
+        if not best_only:
+            paths += [runs.numbered_file(output, name, int(e["epoch"])) for e in done.get("epochs", [])]
+        paths += [ws.report / "contact-sheet.png", ws.report / "report.html", report_json]
+        widgets = _widget_samples(report, output)
+        card = model_card(done, report, widgets, repo)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise PublishError(f"DONE.json or report.json is not as bespoke writes it ({type(e).__name__})",
+                           str(output), "run `bespoke evaluate` again (it rewrites report.json); DONE.json comes "
+                           "from `bespoke train`") from None
     files = [p.relative_to(output).as_posix() for p in paths] + [w["path"] for w in widgets]
     files = [f for f in dict.fromkeys(files) if (output / f).is_file()]
     if not any(f.endswith(".safetensors") for f in files):
         raise PublishError("no LoRA file to publish", str(output),
                            "run `bespoke evaluate` (it writes best.safetensors), or drop --best-only")
-    card = model_card(done, report, widgets, repo)
     return Plan(repo, (*files, ws.model_card.name), card, private)
 
 

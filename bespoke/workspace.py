@@ -295,5 +295,5 @@ def _holder(fd: int) -> str:
         pid = int(info["pid"])
         said = f"bespoke {info.get('command', '?')} (PID {pid}, started {started})"
         return said if _alive(pid) else f"the training started by {said}, which has itself ended"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return "another bespoke process (it has not written its PID yet)"

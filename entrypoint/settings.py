@@ -34,9 +34,10 @@ class Settings:
 
 
 def workspace_from(environ: dict[str, str]) -> Path:
-    """BESPOKE_WORKSPACE, blank counting as unset ("  " would be a folder in the current one)."""
-    value = environ.get("BESPOKE_WORKSPACE") or ""
-    return Path(value) if value.strip() else DEFAULT_WORKSPACE
+    """BESPOKE_WORKSPACE without the spaces around it, blank counting as unset ("  " would be a folder in the
+    current one)."""
+    value = (environ.get("BESPOKE_WORKSPACE") or "").strip()  # " /workspace" from a template is /workspace
+    return Path(value) if value else DEFAULT_WORKSPACE
 
 
 def from_env(environ: dict[str, str]) -> Settings:

@@ -4,6 +4,7 @@ would train them all)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -89,4 +90,38 @@ def test_a_clean_layout_passes_and_a_damaged_manifest_is_one_line(prepared):
     (manifest,) = prepared.training_data.glob(f"*/{dataset.MANIFEST}")
     manifest.write_text("{not json")
     r = bespoke("train", "--workspace", str(prepared.root), "--dry-run")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "manifest cannot be read" in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "manifest is missing, damaged" in r.stderr
+
+
+def _without(key):
+    def damage(m):
+        del m[key]
+        return m
+    return damage
+
+
+@pytest.mark.parametrize("damage", [
+    _without("resolution"), _without("repeats"), _without("files"),
+    lambda m: {**m, "resolution": 1024}, lambda m: {**m, "repeats": "10"}, lambda m: {**m, "files": [1, 2]},
+    lambda m: {**m, "images": True}, lambda m: [m], lambda m: "[" * 100_000 + "]" * 100_000,
+    "a folder", "a broken link",
+])
+def test_a_manifest_damaged_in_any_way_is_one_line_and_prepare_lays_it_out_again(prepared, damage, data_dir):
+    (manifest,) = prepared.training_data.glob(f"*/{dataset.MANIFEST}")
+    if damage == "a folder":
+        manifest.unlink()
+        manifest.mkdir()
+    elif damage == "a broken link":
+        manifest.unlink()
+        manifest.symlink_to(prepared.root / "nowhere")
+    else:
+        m = damage(json.loads(manifest.read_text()))
+        manifest.write_text(m if isinstance(m, str) else json.dumps(m))
+    for command in (["train", "--workspace", str(prepared.root), "--dry-run"],
+                    ["check", "--workspace", str(prepared.root)]):
+        r = bespoke(*command)
+        assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
+        assert "manifest is missing, damaged" in r.stderr + r.stdout
+    r = bespoke("prepare", "--workspace", str(prepared.root), "--data", str(data_dir))
+    assert r.returncode == 0 and "written" in r.stdout + r.stderr, r.stderr
+    assert dataset.check_layout(prepared)["repeats"] == 10

@@ -166,7 +166,7 @@ def read_loss(path: Path) -> list[dict] | None:
         try:
             p = json.loads(line)
             points.append({"step": int(p["step"]), "epoch": int(p["epoch"]), "loss": float(p["loss"])})
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             continue
     return points
 
@@ -226,6 +226,12 @@ def publish_best(ws: Workspace, lora: Path | None, meta: dict[str, str] | None =
         best.unlink(missing_ok=True)
         checksum.unlink(missing_ok=True)
         return None
+    try:  # a LoRA cut short (a full disk, a killed save) must not replace a good best.safetensors
+        lorameta.read_header(lora)
+    except BespokeError as e:
+        raise BespokeError(f"the recommended epoch's LoRA is damaged: {e.what}", str(lora),
+                           "a full disk or a killed save cuts a LoRA short: free space and train that epoch again; "
+                           "best.safetensors is unchanged") from None
     atomic_copy(lora, best)
     if meta:
         lorameta.merge_metadata(best, meta)
