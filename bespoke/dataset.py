@@ -575,9 +575,9 @@ def lay_out(
         shutil.rmtree(build, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(ws.root).free if ws.root.is_dir() else 0
-            what = (f"not enough disk to lay out the data: needs {_mb(need)}, {_mb(free)} free" if free < need else
-                    f"the disk refused new files with {_mb(free)} free: it is out of inodes (too many files) or "
-                    "over a quota")
+            what = f"not enough disk to lay out the data: needs {_mb(need)}, {_mb(free)} free"
+            if free >= need:
+                what += ", yet the disk refused new files: it is out of inodes (too many files) or over a quota"
             raise DataError(what, safeio.show(ws.root), "free some space on the volume (or use a larger one) and "
                             "run again; the previous layout is unchanged") from None
         if worded := from_os_error(e):  # written, not read: a write's wording and fix

@@ -126,7 +126,7 @@ def check(ws: Workspace | Path, data: Path | None, overrides=(), opts: PrepareOp
                  dataset.option_problems(opts.repeats, opts.concept, opts.resolution, opts.size)]
     r = recipe.build(ws, [f"{n}={_flat(v)}" for n, v in good], tokenizer_dir=tokens.default_dir(ws))
     if problem := _output_in_the_way(ws):
-        findings.append(Finding(ERROR, "output", f"{problem[0]} ({problem[1]})", problem[2]))
+        findings.append(Finding(ERROR, "workspace", f"{problem[0]} ({problem[1]})", problem[2]))
     try:
         manifest = dataset.check_layout(ws)
         if manifest is not None:
