@@ -81,7 +81,8 @@ def finish(settings: Settings, code: int, env: dict[str, str],
            sleep: Callable[[float], None] | None = None) -> int:
     """Follow BESPOKE_ON_FINISH for a run that ended by itself (success or failure) with `code`."""
     policy = settings.on_finish
-    outcome = "succeeded" if code == 0 else f"failed (exit {code}); status.json says why"
+    why = "status.json says why" if _read_status(Workspace.of(settings.workspace).status) else "the log above says why"
+    outcome = "succeeded" if code == 0 else f"failed (exit {code}); {why}"
     if settings.on_finish_error:
         say(f"error: {settings.on_finish_error}")
         record_setting_error(settings.workspace, settings.on_finish_error)

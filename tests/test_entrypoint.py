@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import stat
 import struct
@@ -729,3 +730,13 @@ def test_problems_lists_every_refused_setting():
     env = {"BESPOKE_FLAT_STEP": "maybe", "BESPOKE_GPU_MEMORY_GB": "lots", "BESPOKE_TENSORBOARD": "0"}
     assert [e.what.split("=")[0] for e in switches.problems(env)] == ["BESPOKE_FLAT_STEP", "BESPOKE_GPU_MEMORY_GB"]
     assert switches.problems({}) == []
+
+
+def test_a_failed_run_whose_status_cannot_be_written_points_at_the_log(seam, env, capsys):
+    output = Path(env["BESPOKE_WORKSPACE"]) / "output"
+    shutil.rmtree(output, ignore_errors=True)
+    output.write_text("")  # a file where the output folder goes: status.json cannot be written
+    s = settings.from_env({**env, "BESPOKE_ON_FINISH": "exit"})
+    finish.record_failure(s.workspace, 1, interrupted=False)
+    out = capsys.readouterr().out if finish.finish(s, 1, env) == 1 else ""
+    assert "could not write" in out and "the log above says why" in out and "status.json says why" not in out
